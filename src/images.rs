@@ -154,6 +154,9 @@ pub fn remove(store: &Store, inputs: &[String], force: bool) -> Result<(Vec<Remo
             Some(name) => {
                 query::remove_tag(&conn, &name)?;
                 out.push(Removed::Untagged(name));
+                if query::tag_count(&conn, row.id)? > 0 {
+                    continue;
+                }
             }
             None => {
                 if row.names.len() > 1 && !force {
@@ -165,17 +168,11 @@ pub fn remove(store: &Store, inputs: &[String], force: bool) -> Result<(Vec<Remo
                 out.extend(row.names.iter().cloned().map(Removed::Untagged));
             }
         }
-        if by_name_left(&conn, row.id)? == 0 {
-            query::delete_image(&mut conn, row.id)?;
-            out.push(Removed::Deleted(row.config_digest.clone()));
-        }
+        query::delete_image(&mut conn, row.id)?;
+        out.push(Removed::Deleted(row.config_digest.clone()));
     }
     let collected = gc::collect(store)?;
     Ok((out, collected))
-}
-
-fn by_name_left(conn: &rusqlite::Connection, id: i64) -> Result<usize> {
-    Ok(query::tag_count(conn, id)?)
 }
 
 /// What `prune` removed.
@@ -191,8 +188,6 @@ pub fn prune(store: &Store) -> Result<Pruned> {
     let mut conn = store.connect()?;
     let mut images = Vec::new();
     for id in query::dangling(&conn)? {
-        let (config, _) = query::image_blobs(&conn, id)?;
-        let _ = config;
         let digest: String = conn
             .query_row("SELECT config_digest FROM images WHERE id = ?1", [id], |r| r.get(0))
             .map_err(crate::store::db::DbError::from)?;
