@@ -119,32 +119,46 @@ pub fn import(blob: impl Read, expected: &Expected, objects: &ObjectStore) -> Re
     let (tar_stream, imported) = match expected.compression {
         Compression::None => {
             let mut diff = Hashing::new(raw);
-            let imported = read_tar(&mut diff, objects)?;
+            let imported = read_tar(&mut diff, objects);
             (diff, imported)
         }
         Compression::Gzip => {
             let mut diff = Hashing::new(Decoder::Gzip(flate2::read::MultiGzDecoder::new(raw)));
-            let imported = read_tar(&mut diff, objects)?;
+            let imported = read_tar(&mut diff, objects);
             (map_inner(diff), imported)
         }
         Compression::Zstd => {
             let dec = zstd::stream::read::Decoder::new(raw).map_err(LayerError::Read)?;
             let mut diff = Hashing::new(Decoder::Zstd(dec));
-            let imported = read_tar(&mut diff, objects)?;
+            let imported = read_tar(&mut diff, objects);
             (map_inner(diff), imported)
         }
     };
+    // A hostile entry or a store that cannot write is final whatever the digest says.
+    let imported = match imported {
+        Err(
+            e @ (LayerError::Path(_)
+            | LayerError::Object {
+                source: ObjectError::Io { .. },
+                ..
+            }),
+        ) => return Err(e),
+        other => other,
+    };
     let (diff_id, _, raw) = tar_stream.finish();
     let mut raw = raw;
-    // Bytes after the compressed stream still count toward the blob digest.
-    io::copy(&mut raw, &mut io::sink()).map_err(LayerError::Read)?;
+    // Bytes after the compressed stream still count toward the blob digest. When decoding
+    // failed, the digest usually says why (a corrupt blob), so it is checked first.
+    let drained = io::copy(&mut raw, &mut io::sink());
     let (digest, size, _) = raw.finish();
-    if digest != expected.digest {
+    if drained.is_ok() && digest != expected.digest {
         return Err(LayerError::DigestMismatch {
             expected: expected.digest.to_owned(),
             found: digest,
         });
     }
+    let imported = imported?;
+    drained.map_err(LayerError::Read)?;
     if size != expected.size {
         return Err(LayerError::SizeMismatch {
             expected: expected.size,

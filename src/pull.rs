@@ -264,10 +264,7 @@ async fn fetch_config<S: BlobSource>(source: &S, r: &Reference, desc: &Descripto
     let mut stream = source.blob(r, desc).await?;
     let mut buf = Vec::with_capacity(desc.size as usize);
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| match crate::registry::digest_failure(&e) {
-            Some((expected, found)) => bad(format!("digest mismatch: expected {expected}, found {found}")),
-            None => bad(format!("download failed: {e}")),
-        })?;
+        let chunk = chunk.map_err(|e| bad(format!("download failed: {e}")))?;
         buf.extend_from_slice(&chunk);
         if buf.len() as u64 > MAX_JSON {
             return Err(bad("larger than its descriptor says".into()));
@@ -290,10 +287,6 @@ async fn ensure_layer<S: BlobSource>(
     diff_id: Option<String>,
     progress: &dyn Progress,
 ) -> Result<(i64, bool)> {
-    let layer_err = |source| PullError::Layer {
-        digest: desc.digest.clone(),
-        source,
-    };
     let (s, d) = (store.clone(), desc.digest.clone());
     let guard = blocking(move || s.lock_layer(&d)).await??;
     if let Some(id) = db::layer_id(&store.connect()?, &desc.digest)? {
@@ -337,14 +330,7 @@ async fn ensure_layer<S: BlobSource>(
         progress.advance(&desc.digest, n);
     }
     drop(tx);
-    let id = import.await.map_err(|e| PullError::Task(e.to_string()))?;
-    let id = id.map_err(|e| match e {
-        PullError::Layer { source: LayerError::Read(io), .. } => match crate::registry::digest_failure(&io) {
-            Some((expected, found)) => layer_err(LayerError::DigestMismatch { expected, found }),
-            None => layer_err(LayerError::Read(io)),
-        },
-        other => other,
-    })?;
+    let id = import.await.map_err(|e| PullError::Task(e.to_string()))??;
     drop(guard);
     progress.finish(&desc.digest, false);
     Ok((id, true))

@@ -34,8 +34,8 @@ pub enum RegistryError {
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
-/// A stream of blob bytes; a digest mismatch detected by the transport arrives as an
-/// `io::Error` wrapping [`DigestError`].
+/// A stream of blob bytes, unverified: the consumer hashes what it reads and checks digest
+/// and size itself, so every source is held to the same check with the same error.
 pub type BlobStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
 /// Where manifests and blobs come from.
@@ -174,14 +174,10 @@ fn one_line(s: &str) -> String {
     }
 }
 
-/// If `e` is a transport digest check failure, returns (expected, found).
-pub fn digest_failure(e: &io::Error) -> Option<(String, String)> {
-    match e.get_ref()?.downcast_ref::<DigestError>()? {
-        DigestError::VerificationError { expected, actual } => {
-            Some((expected.clone(), actual.clone()))
-        }
-        _ => None,
-    }
+fn is_digest_failure(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<DigestError>())
+        .is_some_and(|d| matches!(d, DigestError::VerificationError { .. }))
 }
 
 impl BlobSource for Registry {
@@ -212,6 +208,11 @@ impl BlobSource for Registry {
             .pull_blob_stream(reference, &d)
             .await
             .map_err(|e| self.error(reference, &what, e))?;
-        Ok(s.stream.boxed())
+        // oci-client also checks the digest and reports a mismatch as a final stream error;
+        // the consumer's own check names expected and found, so end the stream there instead.
+        let stream = s
+            .stream
+            .take_while(|chunk| std::future::ready(!chunk.as_ref().is_err_and(is_digest_failure)));
+        Ok(stream.boxed())
     }
 }

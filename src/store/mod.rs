@@ -81,7 +81,9 @@ impl Store {
             root: root.to_path_buf(),
             objects,
         };
-        // Creating the schema here means every later connection finds it ready.
+        // Creating the database and its schema under a lock means concurrent first uses do
+        // not race on switching the journal mode; every later connection finds it ready.
+        let _init = store.flock(&root.join("locks/init.lock"), FlockArg::LockExclusive)?;
         db::open(&store.db_path())?;
         Ok(store)
     }
