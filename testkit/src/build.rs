@@ -8,7 +8,7 @@ use oci_client::{Client, Reference};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Fixed mtime for reproducible layers.
 pub const MTIME: u64 = 1_700_000_000;
@@ -144,6 +144,60 @@ impl LayerBuilder {
             .append_dir_all(".", dir)
             .with_context(|| format!("archiving {}", dir.display()))?;
         Ok(self)
+    }
+
+    /// Entries below `dir` whose relative path passes `keep` (directories are walked even when
+    /// they are not kept), in sorted order, keeping modes, owners, symlinks and devices.
+    pub fn tree_filtered(mut self, dir: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<Self> {
+        self.tar.follow_symlinks(false);
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            let full = dir.join(&rel);
+            let meta = std::fs::symlink_metadata(&full)?;
+            if !rel.as_os_str().is_empty() && keep(&rel) {
+                self.append_path(&full, &rel, &meta)?;
+            }
+            if meta.is_dir() {
+                let mut names: Vec<_> = std::fs::read_dir(&full)?
+                    .map(|e| e.map(|e| rel.join(e.file_name())))
+                    .collect::<std::io::Result<_>>()?;
+                names.sort();
+                names.reverse();
+                stack.extend(names);
+            }
+        }
+        Ok(self)
+    }
+
+    fn append_path(&mut self, full: &Path, rel: &Path, meta: &std::fs::Metadata) -> Result<()> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let ft = meta.file_type();
+        let kind = if ft.is_char_device() {
+            tar::EntryType::Char
+        } else if ft.is_block_device() {
+            tar::EntryType::Block
+        } else if ft.is_fifo() {
+            tar::EntryType::Fifo
+        } else {
+            return self
+                .tar
+                .append_path_with_name(full, rel)
+                .with_context(|| format!("archiving {}", full.display()));
+        };
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(meta.mode() & 0o7777);
+        h.set_uid(meta.uid() as u64);
+        h.set_gid(meta.gid() as u64);
+        h.set_mtime(meta.mtime().max(0) as u64);
+        h.set_size(0);
+        let rdev = meta.rdev();
+        let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+        let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+        h.set_device_major(major as u32)?;
+        h.set_device_minor(minor as u32)?;
+        self.tar.append_data(&mut h, rel, std::io::empty())?;
+        Ok(())
     }
 
     pub fn finish(self) -> Vec<u8> {

@@ -3,6 +3,7 @@
 //! internet.
 
 pub mod build;
+pub mod debian;
 pub mod registry;
 
 pub use build::{Compression, Format, Image, LayerBuilder};

@@ -1,0 +1,69 @@
+//! The done-when scenario on a real Debian userland: two multi-layer Debian-based images
+//! sharing files in different layers, through pull, images, inspect, df, rmi and prune.
+
+mod common;
+use common::*;
+use serde_json::json;
+
+#[test]
+fn debian_images_end_to_end() {
+    if !is_root() {
+        eprintln!("skipped: building the Debian rootfs needs root (debootstrap)");
+        return;
+    }
+    let rootfs = testkit::debian::rootfs().expect("debootstrap rootfs");
+    let (base, app) = testkit::debian::images(&rootfs).unwrap();
+    let reg = TestRegistry::start().unwrap();
+    let push = Pusher::new(&reg.addr);
+    let rt = rt();
+    rt.block_on(push.image("demo/debian:12", &base, Format::Oci)).unwrap();
+    rt.block_on(push.image("demo/debian-app:12", &app, Format::Docker)).unwrap();
+    let (nb, na) = (format!("{}/demo/debian:12", reg.addr), format!("{}/demo/debian-app:12", reg.addr));
+
+    let env = Env::new();
+    env.ok(&["pull", &nb, &na]);
+    let images = env.json(&["images", "--format", "json"]);
+    assert_eq!(images.as_array().unwrap().len(), 2);
+
+    let i = &env.json(&["inspect", "--format", "json", &na])[0];
+    assert_eq!(i["Layers"].as_array().unwrap().len(), 2);
+    assert_eq!(i["Config"]["Entrypoint"], json!(["/srv/app/hello.sh"]));
+    assert_eq!(i["Platform"], json!("linux/amd64"));
+
+    // Every regular file of the rootfs is in the store, byte for byte.
+    let objects = env.store().objects().clone();
+    let mut files = 0;
+    let mut stack = vec![rootfs.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() && !m.file_type().is_symlink() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                let data = std::fs::read(e.path()).unwrap();
+                assert!(objects.has(&sha256(&data), data.len() as u64), "{} missing", e.path().display());
+                files += 1;
+            }
+        }
+    }
+    assert!(files > 3000, "only {files} files in the rootfs");
+
+    // The two images hold the same files in different layers: stored once.
+    let df = env.json(&["df", "--format", "json"]);
+    let (logical, stored) = (df["LogicalBytes"].as_u64().unwrap(), df["StoredBytes"].as_u64().unwrap());
+    assert!(stored < logical, "stored {stored} !< logical {logical}");
+    assert!(stored * 10 < logical * 6, "dedup too weak: stored {stored}, logical {logical}");
+    let text = env.ok(&["df"]);
+    assert!(text.contains("Dedup ratio"), "{text}");
+
+    env.ok(&["rmi", &na]);
+    let after = env.json(&["df", "--format", "json"]);
+    // Only the app's own script goes; base still uses every shared file.
+    let app_only = b"#!/bin/sh\necho hello from the app\n".len() as u64;
+    assert_eq!(after["StoredBytes"].as_u64().unwrap(), stored - app_only);
+    let out = env.ok(&["prune"]);
+    assert!(out.contains("Reclaimed"), "{out}");
+    env.ok(&["rmi", &nb]);
+    assert_eq!(env.json(&["df", "--format", "json"])["StoredBytes"], json!(0));
+    assert!(env.store().objects().list().unwrap().is_empty());
+}
