@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The quick-start demo: a local registry with two Debian-based images that share files in
+# different layers; pull both, list, inspect, show dedup, remove, prune.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+source scripts/registry.sh
+
+cargo build --release --quiet --workspace --bins
+bin=target/release
+work=$(mktemp -d /tmp/lazyrun-demo.XXXXXX)
+start_registry "$work/registry"
+export LAZYRUN_ROOT=$work/store
+
+say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+
+echo "Building the demo images (debootstrap bookworm minbase, cached after the first run)..."
+$bin/lazyrun-testkit push-debian "$REGISTRY" >/dev/null
+say $bin/lazyrun pull "$REGISTRY/demo/debian:12" "$REGISTRY/demo/debian-app:12"
+say $bin/lazyrun images
+say $bin/lazyrun inspect "$REGISTRY/demo/debian-app:12"
+say $bin/lazyrun df
+say $bin/lazyrun rmi "$REGISTRY/demo/debian-app:12"
+say $bin/lazyrun prune
+say $bin/lazyrun df
+rm -rf "$work"
+echo
+echo "demo: done"
