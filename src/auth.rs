@@ -58,7 +58,10 @@ fn normalise_key(key: &str) -> String {
     let k = key
         .trim_start_matches("https://")
         .trim_start_matches("http://");
-    let k = k.strip_suffix("/v1/").or(k.strip_suffix("/v1")).unwrap_or(k);
+    let k = k
+        .strip_suffix("/v1/")
+        .or(k.strip_suffix("/v1"))
+        .unwrap_or(k);
     let k = k.trim_end_matches('/');
     match k {
         "index.docker.io" | "registry-1.docker.io" => "docker.io".to_owned(),
@@ -71,7 +74,9 @@ fn normalise_key(key: &str) -> String {
 
 fn decode(entry: &AuthEntry) -> Option<Credentials> {
     if let Some(a) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
-        let raw = base64::engine::general_purpose::STANDARD.decode(a.trim()).ok()?;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(a.trim())
+            .ok()?;
         let s = String::from_utf8(raw).ok()?;
         let (u, p) = s.split_once(':')?;
         return Some(Credentials {
@@ -141,9 +146,15 @@ mod tests {
         );
         let files = vec![f];
         let hub = lookup_in(&files, "docker.io", "library/busybox").unwrap();
-        assert_eq!((hub.username.as_str(), hub.password.as_str()), ("hub", "secret"));
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("hub", "secret")
+        );
         let app = lookup_in(&files, "reg.example:5000", "team/app").unwrap();
-        assert_eq!((app.username.as_str(), app.password.as_str()), ("app", "p:w"));
+        assert_eq!(
+            (app.username.as_str(), app.password.as_str()),
+            ("app", "p:w")
+        );
         let other = lookup_in(&files, "reg.example:5000", "team/other").unwrap();
         assert_eq!(other.username, "any");
         assert!(lookup_in(&files, "elsewhere.io", "x").is_none());
@@ -155,8 +166,14 @@ mod tests {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let files = vec![
             "not json".to_owned(),
-            format!(r#"{{"auths": {{"r:1": {{"auth": "{}"}}}}}}"#, b64("first:1")),
-            format!(r#"{{"auths": {{"r:1": {{"auth": "{}"}}}}}}"#, b64("second:2")),
+            format!(
+                r#"{{"auths": {{"r:1": {{"auth": "{}"}}}}}}"#,
+                b64("first:1")
+            ),
+            format!(
+                r#"{{"auths": {{"r:1": {{"auth": "{}"}}}}}}"#,
+                b64("second:2")
+            ),
         ];
         assert_eq!(lookup_in(&files, "r:1", "a").unwrap().username, "first");
     }

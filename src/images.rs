@@ -29,13 +29,19 @@ impl From<crate::store::db::DbError> for ImageError {
 
 /// The docker-style short id: the first 12 hex digits of the config digest.
 pub fn short_id(config_digest: &str) -> String {
-    let hex = config_digest.strip_prefix("sha256:").unwrap_or(config_digest);
+    let hex = config_digest
+        .strip_prefix("sha256:")
+        .unwrap_or(config_digest);
     hex.chars().take(12).collect()
 }
 
 fn looks_like_id(s: &str) -> bool {
     let hex = s.strip_prefix("sha256:").unwrap_or(s);
-    !hex.is_empty() && hex.len() <= 64 && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    !hex.is_empty()
+        && hex.len() <= 64
+        && hex
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
 /// Finds the one image a user means: by name (normalised like a pull), else by id prefix.
@@ -110,12 +116,16 @@ pub fn inspect(store: &Store, input: &str) -> Result<Inspect> {
         id: short_id(&row.config_digest),
         reason: e.to_string(),
     })?;
-    let manifest: crate::manifest::ImageManifest =
-        serde_json::from_slice(&manifest_bytes).map_err(|e| ImageError::Config {
+    let manifest: crate::manifest::ImageManifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| ImageError::Config {
             id: short_id(&row.config_digest),
             reason: e.to_string(),
         })?;
-    let size = query::sizes(&conn)?.get(&row.id).copied().unwrap_or_default().size;
+    let size = query::sizes(&conn)?
+        .get(&row.id)
+        .copied()
+        .unwrap_or_default()
+        .size;
     Ok(Inspect {
         id: row.config_digest.clone(),
         repo_tags: row.names.clone(),
@@ -140,7 +150,11 @@ pub enum Removed {
 
 /// Removes names; an image whose last name goes is deleted, then unused objects are freed.
 /// A name given as an id removes the whole image (with `force` even if it has several names).
-pub fn remove(store: &Store, inputs: &[String], force: bool) -> Result<(Vec<Removed>, gc::Collected)> {
+pub fn remove(
+    store: &Store,
+    inputs: &[String],
+    force: bool,
+) -> Result<(Vec<Removed>, gc::Collected)> {
     let _lock = store.lock(StoreLock::Exclusive)?;
     let mut conn = store.connect()?;
     let mut out = Vec::new();
@@ -189,7 +203,11 @@ pub fn prune(store: &Store) -> Result<Pruned> {
     let mut images = Vec::new();
     for id in query::dangling(&conn)? {
         let digest: String = conn
-            .query_row("SELECT config_digest FROM images WHERE id = ?1", [id], |r| r.get(0))
+            .query_row(
+                "SELECT config_digest FROM images WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
             .map_err(crate::store::db::DbError::from)?;
         query::delete_image(&mut conn, id)?;
         images.push(digest);

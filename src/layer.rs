@@ -108,7 +108,11 @@ impl<R> Hashing<R> {
         }
     }
     fn finish(self) -> (String, u64, R) {
-        (digest_string(&self.hasher.finalize()), self.count, self.inner)
+        (
+            digest_string(&self.hasher.finalize()),
+            self.count,
+            self.inner,
+        )
     }
 }
 
@@ -123,7 +127,9 @@ pub fn import(blob: impl Read, expected: &Expected, objects: &ObjectStore) -> Re
             (diff, imported)
         }
         Compression::Gzip => {
-            let mut diff = Hashing::new(Decoder::Gzip(flate2::read::MultiGzDecoder::new(raw)));
+            let mut diff = Hashing::new(Decoder::Gzip(Box::new(
+                flate2::read::MultiGzDecoder::new(raw),
+            )));
             let imported = read_tar(&mut diff, objects);
             (map_inner(diff), imported)
         }
@@ -173,11 +179,14 @@ pub fn import(blob: impl Read, expected: &Expected, objects: &ObjectStore) -> Re
             });
         }
     }
-    Ok(Imported { diff_id, ..imported })
+    Ok(Imported {
+        diff_id,
+        ..imported
+    })
 }
 
 enum Decoder<R: Read> {
-    Gzip(flate2::read::MultiGzDecoder<R>),
+    Gzip(Box<flate2::read::MultiGzDecoder<R>>),
     Zstd(zstd::stream::read::Decoder<'static, BufReader<R>>),
 }
 
@@ -199,7 +208,7 @@ fn map_inner<R: Read>(diff: Hashing<Decoder<R>>) -> Hashing<R> {
         count,
     } = diff;
     let raw = match inner {
-        Decoder::Gzip(d) => d.into_inner(),
+        Decoder::Gzip(d) => (*d).into_inner(),
         Decoder::Zstd(d) => d.finish().into_inner(),
     };
     Hashing {
@@ -234,7 +243,6 @@ fn read_tar<R: Read>(stream: &mut R, objects: &ObjectStore) -> Result<Imported> 
             }
         }
     }
-    drop(archive);
     io::copy(stream, &mut io::sink()).map_err(LayerError::Read)?;
     let unpacked_size = entries
         .iter()
@@ -346,12 +354,13 @@ fn read_member<R: Read>(
     match kind {
         EntryKind::Regular => {
             e.size = member.size();
-            let digest = objects
-                .put_reader(member, e.size, buf)
-                .map_err(|source| LayerError::Object {
-                    path: path.clone(),
-                    source,
-                })?;
+            let digest =
+                objects
+                    .put_reader(member, e.size, buf)
+                    .map_err(|source| LayerError::Object {
+                        path: path.clone(),
+                        source,
+                    })?;
             e.digest = Some(digest);
         }
         EntryKind::Symlink => {

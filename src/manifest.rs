@@ -133,7 +133,7 @@ pub struct ImageManifest {
 /// What a manifest fetch returned.
 #[derive(Debug, Clone)]
 pub enum Manifest {
-    Image(ImageManifest),
+    Image(Box<ImageManifest>),
     Index(Vec<Descriptor>),
 }
 
@@ -161,12 +161,14 @@ pub fn parse(bytes: &[u8]) -> Result<Manifest> {
         Some(OCI_INDEX | DOCKER_LIST) => Ok(Manifest::Index(
             probe.manifests.ok_or(ManifestError::Missing("manifests"))?,
         )),
-        Some(OCI_MANIFEST | DOCKER_MANIFEST) => Ok(Manifest::Image(serde_json::from_slice(bytes)?)),
+        Some(OCI_MANIFEST | DOCKER_MANIFEST) => {
+            Ok(Manifest::Image(Box::new(serde_json::from_slice(bytes)?)))
+        }
         Some(other) => Err(ManifestError::MediaType(other.to_owned())),
         // Some writers omit mediaType: the shape decides.
         None => match (probe.manifests, probe.layers) {
             (Some(m), _) => Ok(Manifest::Index(m)),
-            (None, Some(_)) => Ok(Manifest::Image(serde_json::from_slice(bytes)?)),
+            (None, Some(_)) => Ok(Manifest::Image(Box::new(serde_json::from_slice(bytes)?))),
             (None, None) => Err(ManifestError::Missing("layers or manifests")),
         },
     }
@@ -181,7 +183,11 @@ pub fn select_platform<'a>(entries: &'a [Descriptor], wanted: &Platform) -> Resu
             .filter(|d| d.media_type != OCI_INDEX && d.media_type != DOCKER_LIST)
     };
     let with = |strict: bool| {
-        images().find(|d| d.platform.as_ref().is_some_and(|p| wanted.accepts(p, strict)))
+        images().find(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| wanted.accepts(p, strict))
+        })
     };
     if let Some(d) = with(true) {
         return Ok(d);
@@ -227,12 +233,16 @@ mod tests {
             entry("linux/arm64", "b"),
             entry("linux/amd64", "c"),
         ];
-        let pick = |p: &str| select_platform(&idx, &Platform::parse(p).unwrap()).map(|d| d.digest.clone());
+        let pick =
+            |p: &str| select_platform(&idx, &Platform::parse(p).unwrap()).map(|d| d.digest.clone());
         assert_eq!(pick("linux/amd64").unwrap(), "c");
         assert_eq!(pick("linux/arm64/v8").unwrap(), "b");
         assert_eq!(pick("linux/arm").unwrap(), "a");
         let e = pick("linux/s390x").unwrap_err().to_string();
-        assert!(e.contains("linux/amd64") && e.contains("linux/s390x"), "{e}");
+        assert!(
+            e.contains("linux/amd64") && e.contains("linux/s390x"),
+            "{e}"
+        );
         assert!(pick("linux/arm/v6").is_err());
     }
 

@@ -148,20 +148,31 @@ pub async fn pull_from<S: BlobSource + 'static>(
     // Refuse unsupported layers before downloading anything.
     let mut plan = Vec::new();
     for (i, l) in manifest.layers.iter().enumerate() {
-        let compression = Compression::from_media_type(&l.media_type, &l.digest).map_err(|source| {
-            PullError::Layer {
-                digest: l.digest.clone(),
-                source,
-            }
-        })?;
+        let compression =
+            Compression::from_media_type(&l.media_type, &l.digest).map_err(|source| {
+                PullError::Layer {
+                    digest: l.digest.clone(),
+                    source,
+                }
+            })?;
         plan.push((l.clone(), compression, diff_ids.get(i).cloned()));
     }
 
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (desc, compression, diff_id)) in plan.into_iter().enumerate() {
-        let (source, store, r, progress) = (source.clone(), store.clone(), r.clone(), progress.clone());
+        let (source, store, r, progress) =
+            (source.clone(), store.clone(), r.clone(), progress.clone());
         tasks.spawn(async move {
-            let fetched = ensure_layer(&*source, &store, &r, &desc, compression, diff_id, &*progress).await;
+            let fetched = ensure_layer(
+                &*source,
+                &store,
+                &r,
+                &desc,
+                compression,
+                diff_id,
+                &*progress,
+            )
+            .await;
             (i, fetched)
         });
     }
@@ -176,7 +187,8 @@ pub async fn pull_from<S: BlobSource + 'static>(
         fetched += usize::from(was_fetched);
     }
 
-    let manifest_json = serde_json::to_vec(&manifest).map_err(|e| PullError::Task(e.to_string()))?;
+    let manifest_json =
+        serde_json::to_vec(&manifest).map_err(|e| PullError::Task(e.to_string()))?;
     let record = db_image::NewImage {
         manifest_digest: &manifest_digest,
         config_digest: &manifest.config.digest,
@@ -217,7 +229,7 @@ async fn resolve<S: BlobSource>(
     };
     let (bytes, digest) = source.manifest(r).await?;
     let (bytes, digest) = match manifest::parse(&bytes).map_err(bad)? {
-        Manifest::Image(m) => return Ok((m, digest)),
+        Manifest::Image(m) => return Ok((*m, digest)),
         Manifest::Index(entries) => {
             let chosen = manifest::select_platform(&entries, platform).map_err(bad)?;
             let by_digest = Reference::with_digest(
@@ -229,7 +241,7 @@ async fn resolve<S: BlobSource>(
         }
     };
     match manifest::parse(&bytes).map_err(bad)? {
-        Manifest::Image(m) => Ok((m, digest)),
+        Manifest::Image(m) => Ok((*m, digest)),
         Manifest::Index(_) => Err(bad(ManifestError::MediaType(
             "an index inside an index".into(),
         ))),
@@ -239,7 +251,8 @@ async fn resolve<S: BlobSource>(
 /// When the store already has this manifest, (re)points the name at it and says so.
 fn existing_image(store: &Store, manifest_digest: &str, name: &str) -> Result<Option<Pulled>> {
     let conn = store.connect()?;
-    let Some((id, config_digest, layers)) = db_image::image_by_manifest(&conn, manifest_digest)? else {
+    let Some((id, config_digest, layers)) = db_image::image_by_manifest(&conn, manifest_digest)?
+    else {
         return Ok(None);
     };
     db_image::set_tag(&conn, name, id)?;
@@ -253,13 +266,20 @@ fn existing_image(store: &Store, manifest_digest: &str, name: &str) -> Result<Op
     }))
 }
 
-async fn fetch_config<S: BlobSource>(source: &S, r: &Reference, desc: &Descriptor) -> Result<Vec<u8>> {
+async fn fetch_config<S: BlobSource>(
+    source: &S,
+    r: &Reference,
+    desc: &Descriptor,
+) -> Result<Vec<u8>> {
     let bad = |reason: String| PullError::Config {
         digest: desc.digest.clone(),
         reason,
     };
     if desc.size > MAX_JSON {
-        return Err(bad(format!("{} bytes is larger than the {} allowed", desc.size, MAX_JSON)));
+        return Err(bad(format!(
+            "{} bytes is larger than the {} allowed",
+            desc.size, MAX_JSON
+        )));
     }
     let mut stream = source.blob(r, desc).await?;
     let mut buf = Vec::with_capacity(desc.size as usize);
@@ -272,7 +292,10 @@ async fn fetch_config<S: BlobSource>(source: &S, r: &Reference, desc: &Descripto
     }
     let found = crate::store::objects::digest_string(&Sha256::digest(&buf));
     if found != desc.digest {
-        return Err(bad(format!("digest mismatch: expected {}, found {found}", desc.digest)));
+        return Err(bad(format!(
+            "digest mismatch: expected {}, found {found}",
+            desc.digest
+        )));
     }
     Ok(buf)
 }
@@ -304,11 +327,15 @@ async fn ensure_layer<S: BlobSource>(
             diff_id: diff_id.as_deref(),
             compression,
         };
-        let reader = ChannelReader { rx, cur: Bytes::new() };
-        let imported = layer::import(reader, &expected, s.objects()).map_err(|source| PullError::Layer {
-            digest: d.digest.clone(),
-            source,
-        })?;
+        let reader = ChannelReader {
+            rx,
+            cur: Bytes::new(),
+        };
+        let imported =
+            layer::import(reader, &expected, s.objects()).map_err(|source| PullError::Layer {
+                digest: d.digest.clone(),
+                source,
+            })?;
         sync_store(&s)?;
         let record = db::LayerRecord {
             digest: d.digest.clone(),
@@ -318,7 +345,12 @@ async fn ensure_layer<S: BlobSource>(
             unpacked_size: imported.unpacked_size,
         };
         let mut conn = s.connect()?;
-        Ok(db::insert_layer(&mut conn, &record, &imported.entries, &imported.objects)?)
+        Ok(db::insert_layer(
+            &mut conn,
+            &record,
+            &imported.entries,
+            &imported.objects,
+        )?)
     });
     while let Some(chunk) = stream.next().await {
         let n = chunk.as_ref().map(|c| c.len() as u64).unwrap_or(0);
@@ -338,12 +370,11 @@ async fn ensure_layer<S: BlobSource>(
 
 /// Objects must be on disk before the index row that references them is committed.
 fn sync_store(store: &Store) -> Result<()> {
-    let dir = std::fs::File::open(store.objects().objects_dir()).map_err(|source| {
-        StoreError::Io {
+    let dir =
+        std::fs::File::open(store.objects().objects_dir()).map_err(|source| StoreError::Io {
             path: store.objects().objects_dir().to_owned(),
             source,
-        }
-    })?;
+        })?;
     nix::unistd::syncfs(&dir).map_err(|e| StoreError::Io {
         path: store.objects().objects_dir().to_owned(),
         source: e.into(),

@@ -88,9 +88,19 @@ mod tests {
 
     #[test]
     fn rejects_bad_references() {
-        for bad in ["", "UPPER/case", "a b", "repo:tag:tag", "x@sha256:123", "repo:"] {
+        for bad in [
+            "",
+            "UPPER/case",
+            "a b",
+            "repo:tag:tag",
+            "x@sha256:123",
+            "repo:",
+        ] {
             let e = parse(bad).unwrap_err();
-            assert!(e.to_string().contains("invalid image reference"), "{bad}: {e}");
+            assert!(
+                e.to_string().contains("invalid image reference"),
+                "{bad}: {e}"
+            );
         }
     }
 

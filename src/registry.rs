@@ -41,9 +41,16 @@ pub type BlobStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 /// Where manifests and blobs come from.
 pub trait BlobSource: Send + Sync {
     /// Fetches a manifest by tag or digest; returns its bytes and digest.
-    fn manifest(&self, reference: &Reference) -> impl Future<Output = Result<(Vec<u8>, String)>> + Send;
+    fn manifest(
+        &self,
+        reference: &Reference,
+    ) -> impl Future<Output = Result<(Vec<u8>, String)>> + Send;
     /// Streams a whole blob.
-    fn blob(&self, reference: &Reference, desc: &Descriptor) -> impl Future<Output = Result<BlobStream>> + Send;
+    fn blob(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+    ) -> impl Future<Output = Result<BlobStream>> + Send;
 }
 
 /// How to reach registries.
@@ -65,7 +72,10 @@ impl Registry {
     pub fn new(reference: &Reference, opts: &RegistryOptions) -> Registry {
         let registry = reference.resolve_registry().to_owned();
         let plain = crate::reference::is_loopback(&registry)
-            || opts.insecure.iter().any(|r| r == &registry || r == reference.registry());
+            || opts
+                .insecure
+                .iter()
+                .any(|r| r == &registry || r == reference.registry());
         let config = ClientConfig {
             protocol: if plain {
                 ClientProtocol::HttpsExcept(vec![registry.clone()])
@@ -104,7 +114,10 @@ impl Registry {
             OciDistributionError::RegistryError { envelope, .. } => {
                 use oci_client::errors::OciErrorCode as C;
                 let codes: Vec<&C> = envelope.errors.iter().map(|e| &e.code).collect();
-                if codes.iter().any(|c| matches!(c, C::Unauthorized | C::Denied)) {
+                if codes
+                    .iter()
+                    .any(|c| matches!(c, C::Unauthorized | C::Denied))
+                {
                     RegistryError::Unauthorized {
                         registry,
                         repository: reference.repository().to_owned(),

@@ -1,6 +1,8 @@
 //! The done-when scenario on a real Debian userland: two multi-layer Debian-based images
 //! sharing files in different layers, through pull, images, inspect, df, rmi and prune.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 use common::*;
 use serde_json::json;
@@ -16,9 +18,14 @@ fn debian_images_end_to_end() {
     let reg = TestRegistry::start().unwrap();
     let push = Pusher::new(&reg.addr);
     let rt = rt();
-    rt.block_on(push.image("demo/debian:12", &base, Format::Oci)).unwrap();
-    rt.block_on(push.image("demo/debian-app:12", &app, Format::Docker)).unwrap();
-    let (nb, na) = (format!("{}/demo/debian:12", reg.addr), format!("{}/demo/debian-app:12", reg.addr));
+    rt.block_on(push.image("demo/debian:12", &base, Format::Oci))
+        .unwrap();
+    rt.block_on(push.image("demo/debian-app:12", &app, Format::Docker))
+        .unwrap();
+    let (nb, na) = (
+        format!("{}/demo/debian:12", reg.addr),
+        format!("{}/demo/debian-app:12", reg.addr),
+    );
 
     let env = Env::new();
     env.ok(&["pull", &nb, &na]);
@@ -41,7 +48,11 @@ fn debian_images_end_to_end() {
                 stack.push(e.path());
             } else if m.is_file() {
                 let data = std::fs::read(e.path()).unwrap();
-                assert!(objects.has(&sha256(&data), data.len() as u64), "{} missing", e.path().display());
+                assert!(
+                    objects.has(&sha256(&data), data.len() as u64),
+                    "{} missing",
+                    e.path().display()
+                );
                 files += 1;
             }
         }
@@ -50,9 +61,15 @@ fn debian_images_end_to_end() {
 
     // The two images hold the same files in different layers: stored once.
     let df = env.json(&["df", "--format", "json"]);
-    let (logical, stored) = (df["LogicalBytes"].as_u64().unwrap(), df["StoredBytes"].as_u64().unwrap());
+    let (logical, stored) = (
+        df["LogicalBytes"].as_u64().unwrap(),
+        df["StoredBytes"].as_u64().unwrap(),
+    );
     assert!(stored < logical, "stored {stored} !< logical {logical}");
-    assert!(stored * 10 < logical * 6, "dedup too weak: stored {stored}, logical {logical}");
+    assert!(
+        stored * 10 < logical * 6,
+        "dedup too weak: stored {stored}, logical {logical}"
+    );
     let text = env.ok(&["df"]);
     assert!(text.contains("Dedup ratio"), "{text}");
 
@@ -64,6 +81,9 @@ fn debian_images_end_to_end() {
     let out = env.ok(&["prune"]);
     assert!(out.contains("Reclaimed"), "{out}");
     env.ok(&["rmi", &nb]);
-    assert_eq!(env.json(&["df", "--format", "json"])["StoredBytes"], json!(0));
+    assert_eq!(
+        env.json(&["df", "--format", "json"])["StoredBytes"],
+        json!(0)
+    );
     assert!(env.store().objects().list().unwrap().is_empty());
 }

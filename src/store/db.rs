@@ -239,7 +239,13 @@ pub fn layer_entries(conn: &Connection, layer_id: i64) -> Result<Vec<Entry>> {
         let xattrs: Option<Vec<u8>> = r.get(10)?;
         Ok(Entry {
             path: r.get(0)?,
-            kind: EntryKind::parse(&kind).unwrap_or(EntryKind::Regular),
+            kind: EntryKind::parse(&kind).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    1,
+                    rusqlite::types::Type::Text,
+                    format!("unknown entry kind {kind:?}").into(),
+                )
+            })?,
             mode: r.get(2)?,
             uid: r.get::<_, i64>(3)? as u64,
             gid: r.get::<_, i64>(4)? as u64,

@@ -35,7 +35,9 @@ pub fn collect(store: &Store) -> Result<Collected> {
         if keep.contains(&digest) {
             continue;
         }
-        let len = std::fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let len = std::fs::symlink_metadata(&path)
+            .map(|m| m.len())
+            .unwrap_or(0);
         if std::fs::remove_file(&path).is_ok() {
             out.objects += 1;
             out.bytes += len;

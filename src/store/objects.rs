@@ -88,7 +88,12 @@ impl ObjectStore {
 
     /// Reads exactly `size` bytes from `reader`, stores them, and returns their digest.
     /// `buf` is scratch space reused across calls.
-    pub fn put_reader(&self, reader: &mut impl Read, size: u64, buf: &mut Vec<u8>) -> Result<String> {
+    pub fn put_reader(
+        &self,
+        reader: &mut impl Read,
+        size: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<String> {
         if size <= IN_MEMORY_LIMIT {
             buf.clear();
             reader

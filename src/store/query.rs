@@ -22,7 +22,14 @@ pub fn insert(conn: &mut Connection, img: &NewImage) -> Result<bool> {
     let inserted = tx.execute(
         "INSERT INTO images (manifest_digest, config_digest, manifest, config, platform, pulled_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(manifest_digest) DO NOTHING",
-        params![img.manifest_digest, img.config_digest, img.manifest, img.config, img.platform, now()],
+        params![
+            img.manifest_digest,
+            img.config_digest,
+            img.manifest,
+            img.config,
+            img.platform,
+            now()
+        ],
     )? == 1;
     let id: i64 = tx.query_row(
         "SELECT id FROM images WHERE manifest_digest = ?1",
@@ -79,7 +86,8 @@ const IMAGE_COLUMNS: &str = "id, manifest_digest, config_digest, platform, pulle
 
 fn image_row(conn: &Connection, r: &rusqlite::Row) -> rusqlite::Result<ImageRow> {
     let id: i64 = r.get(0)?;
-    let mut stmt = conn.prepare_cached("SELECT name FROM tags WHERE image_id = ?1 ORDER BY name")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT name FROM tags WHERE image_id = ?1 ORDER BY name")?;
     let names = stmt
         .query_map([id], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
@@ -95,7 +103,9 @@ fn image_row(conn: &Connection, r: &rusqlite::Row) -> rusqlite::Result<ImageRow>
 
 /// Every image, newest first.
 pub fn list(conn: &Connection) -> Result<Vec<ImageRow>> {
-    let mut stmt = conn.prepare(&format!("SELECT {IMAGE_COLUMNS} FROM images ORDER BY pulled_at DESC, id DESC"))?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {IMAGE_COLUMNS} FROM images ORDER BY pulled_at DESC, id DESC"
+    ))?;
     let rows = stmt.query_map([], |r| image_row(conn, r))?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
@@ -197,9 +207,11 @@ pub fn remove_tag(conn: &Connection, name: &str) -> Result<Option<i64>> {
 
 /// Number of names an image still has.
 pub fn tag_count(conn: &Connection, id: i64) -> Result<usize> {
-    Ok(conn.query_row("SELECT COUNT(*) FROM tags WHERE image_id = ?1", [id], |r| {
-        r.get::<_, i64>(0)
-    })? as usize)
+    Ok(
+        conn.query_row("SELECT COUNT(*) FROM tags WHERE image_id = ?1", [id], |r| {
+            r.get::<_, i64>(0)
+        })? as usize,
+    )
 }
 
 /// Deletes an image (its names and layer list), then every layer no image uses any more.
@@ -228,7 +240,8 @@ pub fn delete_unused_layers(conn: &Connection) -> Result<usize> {
 
 /// Ids of images with no name.
 pub fn dangling(conn: &Connection) -> Result<Vec<i64>> {
-    let mut stmt = conn.prepare("SELECT id FROM images WHERE id NOT IN (SELECT image_id FROM tags)")?;
+    let mut stmt =
+        conn.prepare("SELECT id FROM images WHERE id NOT IN (SELECT image_id FROM tags)")?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<Vec<i64>>>()?)
 }
@@ -247,7 +260,8 @@ pub struct Usage {
 }
 
 pub fn usage(conn: &Connection) -> Result<Usage> {
-    let one = |sql: &str| -> Result<u64> { Ok(conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
+    let one =
+        |sql: &str| -> Result<u64> { Ok(conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
     Ok(Usage {
         images: one("SELECT COUNT(*) FROM images")?,
         layers: one("SELECT COUNT(*) FROM layers")?,

@@ -34,7 +34,11 @@ impl LayerBuilder {
     pub fn new() -> Self {
         let mut tar = tar::Builder::new(Vec::new());
         tar.mode(tar::HeaderMode::Complete);
-        LayerBuilder { tar, uid: 0, gid: 0 }
+        LayerBuilder {
+            tar,
+            uid: 0,
+            gid: 0,
+        }
     }
 
     /// Owner for the entries that follow.
@@ -70,8 +74,16 @@ impl LayerBuilder {
     }
 
     /// A file carrying PAX records (xattrs as `SCHILY.xattr.NAME`, or a long `path`).
-    pub fn file_with_pax(mut self, path: &str, data: &[u8], mode: u32, pax: &[(&str, &[u8])]) -> Self {
-        self.tar.append_pax_extensions(pax.iter().copied()).expect("pax");
+    pub fn file_with_pax(
+        mut self,
+        path: &str,
+        data: &[u8],
+        mode: u32,
+        pax: &[(&str, &[u8])],
+    ) -> Self {
+        self.tar
+            .append_pax_extensions(pax.iter().copied())
+            .expect("pax");
         let mut h = self.header(tar::EntryType::Regular, mode, data.len() as u64);
         self.tar.append_data(&mut h, path, data).expect("tar file");
         self
@@ -79,13 +91,17 @@ impl LayerBuilder {
 
     pub fn symlink(mut self, path: &str, target: &str) -> Self {
         let mut h = self.header(tar::EntryType::Symlink, 0o777, 0);
-        self.tar.append_link(&mut h, path, target).expect("tar symlink");
+        self.tar
+            .append_link(&mut h, path, target)
+            .expect("tar symlink");
         self
     }
 
     pub fn hardlink(mut self, path: &str, target: &str) -> Self {
         let mut h = self.header(tar::EntryType::Link, 0o644, 0);
-        self.tar.append_link(&mut h, path, target).expect("tar hardlink");
+        self.tar
+            .append_link(&mut h, path, target)
+            .expect("tar hardlink");
         self
     }
 
@@ -252,7 +268,9 @@ impl Layer {
             (Format::Oci, Compression::None) => "application/vnd.oci.image.layer.v1.tar",
             (Format::Oci, Compression::Gzip) => "application/vnd.oci.image.layer.v1.tar+gzip",
             (Format::Oci, Compression::Zstd) => "application/vnd.oci.image.layer.v1.tar+zstd",
-            (Format::Docker, Compression::Gzip) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            (Format::Docker, Compression::Gzip) => {
+                "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            }
             (Format::Docker, _) => "application/vnd.docker.image.rootfs.diff.tar",
         }
     }
@@ -305,8 +323,14 @@ impl Image {
     pub fn manifest_json(&self, format: Format) -> Vec<u8> {
         let config = self.config_json();
         let (mt, cfg_mt) = match format {
-            Format::Oci => ("application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.config.v1+json"),
-            Format::Docker => ("application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.container.image.v1+json"),
+            Format::Oci => (
+                "application/vnd.oci.image.manifest.v1+json",
+                "application/vnd.oci.image.config.v1+json",
+            ),
+            Format::Docker => (
+                "application/vnd.docker.distribution.manifest.v2+json",
+                "application/vnd.docker.container.image.v1+json",
+            ),
         };
         let layers: Vec<serde_json::Value> = self
             .layers
@@ -390,11 +414,18 @@ impl Pusher {
     }
 
     /// Pushes one image per platform and an index over them under `repo:tag`.
-    pub async fn index(&self, repo_tag: &str, images: &[(&str, &Image)], format: Format) -> Result<String> {
+    pub async fn index(
+        &self,
+        repo_tag: &str,
+        images: &[(&str, &Image)],
+        format: Format,
+    ) -> Result<String> {
         let repo = repo_tag.split(':').next().unwrap_or(repo_tag);
         let mut entries = Vec::new();
         for (i, (platform, image)) in images.iter().enumerate() {
-            let digest = self.image(&format!("{repo}:platform-{i}"), image, format).await?;
+            let digest = self
+                .image(&format!("{repo}:platform-{i}"), image, format)
+                .await?;
             let m = image.manifest_json(format);
             let mut parts = platform.split('/');
             let os = parts.next().unwrap_or("linux");
@@ -407,13 +438,16 @@ impl Pusher {
                 Format::Oci => "application/vnd.oci.image.manifest.v1+json",
                 Format::Docker => "application/vnd.docker.distribution.manifest.v2+json",
             };
-            entries.push(json!({"mediaType": mt, "digest": digest, "size": m.len(), "platform": p}));
+            entries
+                .push(json!({"mediaType": mt, "digest": digest, "size": m.len(), "platform": p}));
         }
         let mt = match format {
             Format::Oci => "application/vnd.oci.image.index.v1+json",
             Format::Docker => "application/vnd.docker.distribution.manifest.list.v2+json",
         };
-        let body = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": mt, "manifests": entries}))?;
+        let body = serde_json::to_vec(
+            &json!({"schemaVersion": 2, "mediaType": mt, "manifests": entries}),
+        )?;
         self.manifest(repo_tag, &body, mt).await
     }
 }
@@ -428,11 +462,32 @@ pub fn busybox_layer() -> Result<Vec<u8>> {
         .dir("tmp", 0o1777)
         .dir("root", 0o700)
         .file("bin/busybox", &bb, 0o755);
-    for applet in ["sh", "ls", "cat", "echo", "env", "id", "pwd", "sleep", "true", "false", "mkdir", "rm", "touch", "stat", "sha256sum", "find", "wc"] {
+    for applet in [
+        "sh",
+        "ls",
+        "cat",
+        "echo",
+        "env",
+        "id",
+        "pwd",
+        "sleep",
+        "true",
+        "false",
+        "mkdir",
+        "rm",
+        "touch",
+        "stat",
+        "sha256sum",
+        "find",
+        "wc",
+    ] {
         l = l.symlink(&format!("bin/{applet}"), "busybox");
     }
-    Ok(l
-        .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n", 0o644)
-        .file("etc/group", b"root:x:0:\nnogroup:x:65534:\n", 0o644)
-        .finish())
+    Ok(l.file(
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+        0o644,
+    )
+    .file("etc/group", b"root:x:0:\nnogroup:x:65534:\n", 0o644)
+    .finish())
 }

@@ -23,14 +23,17 @@ pub fn rootfs() -> Result<PathBuf> {
     std::fs::create_dir_all(cache_dir())?;
     let tmp = cache_dir().join(format!("bookworm-minbase.tmp{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let mirror = std::env::var("DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
-    let status = Command::new(crate::registry::which("debootstrap").context("debootstrap is not installed")?)
-        .args(["--variant=minbase", "bookworm"])
-        .arg(&tmp)
-        .arg(&mirror)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .context("running debootstrap")?;
+    let mirror =
+        std::env::var("DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+    let status = Command::new(
+        crate::registry::which("debootstrap").context("debootstrap is not installed")?,
+    )
+    .args(["--variant=minbase", "bookworm"])
+    .arg(&tmp)
+    .arg(&mirror)
+    .stdout(std::process::Stdio::null())
+    .status()
+    .context("running debootstrap")?;
     if !status.success() {
         bail!("debootstrap failed ({status})");
     }
@@ -42,7 +45,9 @@ pub fn rootfs() -> Result<PathBuf> {
 /// `base` is the rootfs in one layer; `app` splits it (everything but /usr/share, then
 /// /usr/share with an app file and a whiteout on top).
 pub fn images(rootfs: &Path) -> Result<(Image, Image)> {
-    let whole = LayerBuilder::new().tree_filtered(rootfs, &|_| true)?.finish();
+    let whole = LayerBuilder::new()
+        .tree_filtered(rootfs, &|_| true)?
+        .finish();
     let base = Image::new(vec![Layer::new(whole, Compression::Gzip)])
         .with_config(serde_json::json!({"Cmd": ["bash"], "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}));
     let share = Path::new("usr/share");
@@ -52,14 +57,21 @@ pub fn images(rootfs: &Path) -> Result<(Image, Image)> {
     let upper = LayerBuilder::new()
         .tree_filtered(rootfs, &|p| p.starts_with(share) || p == Path::new("usr"))?
         .dir("srv/app", 0o755)
-        .file("srv/app/hello.sh", b"#!/bin/sh\necho hello from the app\n", 0o755)
+        .file(
+            "srv/app/hello.sh",
+            b"#!/bin/sh\necho hello from the app\n",
+            0o755,
+        )
         .whiteout("etc/motd")
         .finish();
-    let app = Image::new(vec![Layer::new(lower, Compression::Gzip), Layer::new(upper, Compression::Gzip)])
-        .with_config(serde_json::json!({
-            "Entrypoint": ["/srv/app/hello.sh"], "WorkingDir": "/srv/app",
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "APP=demo"],
-            "ExposedPorts": {"8080/tcp": {}}
-        }));
+    let app = Image::new(vec![
+        Layer::new(lower, Compression::Gzip),
+        Layer::new(upper, Compression::Gzip),
+    ])
+    .with_config(serde_json::json!({
+        "Entrypoint": ["/srv/app/hello.sh"], "WorkingDir": "/srv/app",
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "APP=demo"],
+        "ExposedPorts": {"8080/tcp": {}}
+    }));
     Ok((base, app))
 }

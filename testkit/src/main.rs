@@ -6,7 +6,10 @@ use clap::{Parser, Subcommand};
 use testkit::build::{busybox_layer, Compression, Format, Image, Layer, Pusher};
 
 #[derive(Parser)]
-#[command(name = "lazyrun-testkit", about = "Build and push test images to a local registry")]
+#[command(
+    name = "lazyrun-testkit",
+    about = "Build and push test images to a local registry"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

@@ -19,7 +19,10 @@ pub struct TestRegistry {
 pub enum Auth {
     None,
     /// htpasswd basic auth with one user.
-    Htpasswd { user: String, password: String },
+    Htpasswd {
+        user: String,
+        password: String,
+    },
 }
 
 impl TestRegistry {
@@ -41,9 +44,8 @@ impl TestRegistry {
     }
 
     fn try_start(auth: &Auth) -> Result<TestRegistry> {
-        let bin = which("docker-registry").context(
-            "docker-registry is not installed (apt-get install docker-registry)",
-        )?;
+        let bin = which("docker-registry")
+            .context("docker-registry is not installed (apt-get install docker-registry)")?;
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
@@ -92,7 +94,8 @@ impl TestRegistry {
         let start = Instant::now();
         while start.elapsed() < limit {
             if let Some(status) = self.child.try_wait()? {
-                let log = std::fs::read_to_string(self._dir.path().join("registry.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(self._dir.path().join("registry.log"))
+                    .unwrap_or_default();
                 bail!("docker-registry exited with {status}: {log}");
             }
             if let Ok(code) = http_status(&self.addr, "/v2/") {

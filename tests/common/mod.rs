@@ -1,6 +1,6 @@
 //! Shared helpers for integration tests: a store in a temp dir and the `lazyrun` binary.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -58,7 +58,11 @@ impl Env {
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "lazyrun {args:?} should fail");
         assert!(!err.contains("panicked"), "panic: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "error should be one line: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "error should be one line: {err}"
+        );
         err
     }
 
@@ -81,7 +85,12 @@ pub fn assert_objects_intact(root: &Path) {
     let store = lazyrun::store::ObjectStore::open(root).expect("objects");
     for (digest, path) in store.list().expect("list") {
         let data = std::fs::read(&path).expect("read object");
-        assert_eq!(sha256(&data), digest, "object {} is corrupt", path.display());
+        assert_eq!(
+            sha256(&data),
+            digest,
+            "object {} is corrupt",
+            path.display()
+        );
     }
 }
 

@@ -75,7 +75,11 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
         }
     };
     // Days from civil date (proleptic Gregorian).
-    let (y, m) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let (y, m) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * m + 2) / 5 + d - 1;
@@ -99,7 +103,10 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2024-02-29T12:00:00.5+01:00"), Some(1709204400));
+        assert_eq!(
+            parse_rfc3339("2024-02-29T12:00:00.5+01:00"),
+            Some(1709204400)
+        );
         assert_eq!(parse_rfc3339("nonsense"), None);
     }
 }

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "lazyrun", version, about = "Daemonless, rootless containers from a lazily fetched, deduplicated image store")]
+#[command(
+    name = "lazyrun",
+    version,
+    about = "Daemonless, rootless containers from a lazily fetched, deduplicated image store"
+)]
 struct Cli {
     /// Store directory [default: $LAZYRUN_ROOT, else /var/lib/lazyrun for root, else $XDG_DATA_HOME/lazyrun]
     #[arg(long, global = true, value_name = "DIR")]
@@ -58,7 +62,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(125) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(125)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let level = cli
@@ -73,7 +81,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let global = Global {
-        root: cli.root.clone().unwrap_or_else(lazyrun::store::Store::default_root),
+        root: cli
+            .root
+            .clone()
+            .unwrap_or_else(lazyrun::store::Store::default_root),
         insecure: cli.insecure_registry.clone(),
     };
     let result = match cli.command {

@@ -33,9 +33,9 @@ impl Bars {
 impl lazyrun::pull::Progress for Bars {
     fn start(&self, digest: &str, size: u64) {
         let bar = self.multi.add(ProgressBar::new(size));
-        if let Ok(style) =
-            ProgressStyle::with_template("{prefix} {bar:30} {bytes:>10}/{total_bytes:<10} {bytes_per_sec}")
-        {
+        if let Ok(style) = ProgressStyle::with_template(
+            "{prefix} {bar:30} {bytes:>10}/{total_bytes:<10} {bytes_per_sec}",
+        ) {
             bar.set_style(style);
         }
         bar.set_prefix(Self::short(digest).to_owned());
@@ -52,7 +52,9 @@ impl lazyrun::pull::Progress for Bars {
 
     fn finish(&self, digest: &str, cached: bool) {
         if cached {
-            let _ = self.multi.println(format!("{} already present", Self::short(digest)));
+            let _ = self
+                .multi
+                .println(format!("{} already present", Self::short(digest)));
             return;
         }
         if let Some(b) = self.bars.lock().ok().and_then(|mut m| m.remove(digest)) {

@@ -27,8 +27,17 @@ pub fn run(g: &crate::Global, a: Args) -> anyhow::Result<()> {
             println!("Images:         {}", u.images);
             println!("Layers:         {}", u.layers);
             println!("Entries:        {}", u.entries);
-            println!("Logical bytes:  {} ({})  sum of every layer's file contents", u.logical, format::size(u.logical));
-            println!("Stored bytes:   {} ({})  in {} distinct file contents", u.stored, format::size(u.stored), u.objects);
+            println!(
+                "Logical bytes:  {} ({})  sum of every layer's file contents",
+                u.logical,
+                format::size(u.logical)
+            );
+            println!(
+                "Stored bytes:   {} ({})  in {} distinct file contents",
+                u.stored,
+                format::size(u.stored),
+                u.objects
+            );
             println!("Dedup ratio:    {ratio:.2}");
         }
         other => anyhow::bail!("unknown --format {other:?}: use text or json"),

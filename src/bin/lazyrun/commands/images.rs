@@ -16,7 +16,13 @@ pub struct Args {
 
 pub fn run(g: &crate::Global, a: Args) -> anyhow::Result<()> {
     let listed = lazyrun::images::list(&g.store()?)?;
-    let id = |d: &str| if a.no_trunc { d.to_owned() } else { short_id(d) };
+    let id = |d: &str| {
+        if a.no_trunc {
+            d.to_owned()
+        } else {
+            short_id(d)
+        }
+    };
     match a.format.as_str() {
         "json" => {
             let v: Vec<serde_json::Value> = listed

@@ -47,7 +47,10 @@ fn print_text(i: &lazyrun::images::Inspect) {
     println!("Size:         {}", format::size(i.size));
     println!("Entrypoint:   {}", list(&i.config.entrypoint));
     println!("Cmd:          {}", list(&i.config.cmd));
-    println!("WorkingDir:   {}", i.config.working_dir.as_deref().unwrap_or(""));
+    println!(
+        "WorkingDir:   {}",
+        i.config.working_dir.as_deref().unwrap_or("")
+    );
     println!("User:         {}", i.config.user.as_deref().unwrap_or(""));
     println!("ExposedPorts: {}", keys(&i.config.exposed_ports));
     println!("Volumes:      {}", keys(&i.config.volumes));
