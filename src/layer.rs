@@ -364,12 +364,7 @@ fn read_member<R: Read>(
             e.digest = Some(digest);
         }
         EntryKind::Symlink => {
-            let target = member.link_name_bytes().ok_or_else(|| {
-                err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "symlink has no target",
-                ))
-            })?;
+            let target = link_target(member, &path)?;
             let target = std::str::from_utf8(&target)
                 .map_err(|_| PathError::NotUtf8(String::from_utf8_lossy(&target).into_owned()))?;
             if target.contains('\0') {
@@ -378,12 +373,7 @@ fn read_member<R: Read>(
             e.link = Some(target.to_owned());
         }
         EntryKind::Hardlink => {
-            let target = member.link_name_bytes().ok_or_else(|| {
-                err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "hardlink has no target",
-                ))
-            })?;
+            let target = link_target(member, &path)?;
             let target = sanitize_path(&target)?;
             if let Some(&i) = by_path.get(&(target.clone(), false)) {
                 let t = &entries[i];
@@ -397,4 +387,14 @@ fn read_member<R: Read>(
         _ => {}
     }
     Ok(Some(e))
+}
+
+fn link_target<R: Read>(member: &tar::Entry<'_, R>, path: &str) -> Result<Vec<u8>> {
+    member
+        .link_name_bytes()
+        .map(|t| t.into_owned())
+        .ok_or_else(|| LayerError::Entry {
+            path: path.to_owned(),
+            source: io::Error::new(io::ErrorKind::InvalidData, "link has no target"),
+        })
 }

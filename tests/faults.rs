@@ -221,6 +221,52 @@ fn killed_pull_leaves_no_partial_object_and_retry_succeeds() {
 }
 
 #[test]
+fn dropped_connection_fails_cleanly_and_retry_succeeds() {
+    let mut reg = TestRegistry::start().unwrap();
+    let push = Pusher::new(&reg.addr);
+    let big = noise(96 << 20, 11);
+    let layer = Layer::new(
+        LayerBuilder::new().file("big.bin", &big, 0o644).finish(),
+        Compression::Gzip,
+    );
+    rt().block_on(push.image("drop/img:1", &Image::new(vec![layer]), Format::Oci))
+        .unwrap();
+    let name = format!("{}/drop/img:1", reg.addr);
+    let env = Env::new();
+    let child = env
+        .cmd(&["pull", &name])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while tmp_files(env.root()).is_empty() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert!(
+        !tmp_files(env.root()).is_empty(),
+        "the pull never started writing"
+    );
+    reg.restart().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the pull should fail when the connection drops"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(count(env.root(), "layers"), 0);
+    assert!(
+        tmp_files(env.root()).is_empty(),
+        "the failed pull left tmp files"
+    );
+    assert_objects_intact(env.root());
+
+    env.ok(&["pull", &name]);
+    assert!(env.store().objects().has(&sha256(&big), big.len() as u64));
+}
+
+#[test]
 fn concurrent_pulls_leave_one_consistent_copy() {
     let reg = TestRegistry::start().unwrap();
     let push = Pusher::new(&reg.addr);

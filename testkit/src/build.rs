@@ -322,15 +322,10 @@ impl Image {
     /// The manifest bytes for this image in `format`.
     pub fn manifest_json(&self, format: Format) -> Vec<u8> {
         let config = self.config_json();
-        let (mt, cfg_mt) = match format {
-            Format::Oci => (
-                "application/vnd.oci.image.manifest.v1+json",
-                "application/vnd.oci.image.config.v1+json",
-            ),
-            Format::Docker => (
-                "application/vnd.docker.distribution.manifest.v2+json",
-                "application/vnd.docker.container.image.v1+json",
-            ),
+        let mt = manifest_media_type(format);
+        let cfg_mt = match format {
+            Format::Oci => "application/vnd.oci.image.config.v1+json",
+            Format::Docker => "application/vnd.docker.container.image.v1+json",
         };
         let layers: Vec<serde_json::Value> = self
             .layers
@@ -344,6 +339,13 @@ impl Image {
             "layers": layers,
         }))
         .expect("manifest json")
+    }
+}
+
+fn manifest_media_type(format: Format) -> &'static str {
+    match format {
+        Format::Oci => "application/vnd.oci.image.manifest.v1+json",
+        Format::Docker => "application/vnd.docker.distribution.manifest.v2+json",
     }
 }
 
@@ -406,11 +408,8 @@ impl Pusher {
             self.blob(repo_tag, &l.blob, &sha256(&l.blob)).await?;
         }
         let m = image.manifest_json(format);
-        let mt = match format {
-            Format::Oci => "application/vnd.oci.image.manifest.v1+json",
-            Format::Docker => "application/vnd.docker.distribution.manifest.v2+json",
-        };
-        self.manifest(repo_tag, &m, mt).await
+        self.manifest(repo_tag, &m, manifest_media_type(format))
+            .await
     }
 
     /// Pushes one image per platform and an index over them under `repo:tag`.
@@ -434,10 +433,7 @@ impl Pusher {
             if let Some(v) = parts.next() {
                 p["variant"] = json!(v);
             }
-            let mt = match format {
-                Format::Oci => "application/vnd.oci.image.manifest.v1+json",
-                Format::Docker => "application/vnd.docker.distribution.manifest.v2+json",
-            };
+            let mt = manifest_media_type(format);
             entries
                 .push(json!({"mediaType": mt, "digest": digest, "size": m.len(), "platform": p}));
         }

@@ -72,15 +72,7 @@ impl TestRegistry {
         );
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, config)?;
-        let log = std::fs::File::create(dir.path().join("registry.log"))?;
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting docker-registry")?;
+        let child = spawn(&bin, dir.path())?;
         let mut reg = TestRegistry {
             child,
             addr,
@@ -88,6 +80,16 @@ impl TestRegistry {
         };
         reg.wait_ready(Duration::from_secs(20))?;
         Ok(reg)
+    }
+
+    /// Kills the registry process (dropping every open connection) and starts it again on the
+    /// same port with the same storage.
+    pub fn restart(&mut self) -> Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let bin = which("docker-registry").context("docker-registry is not installed")?;
+        self.child = spawn(&bin, self._dir.path())?;
+        self.wait_ready(Duration::from_secs(20))
     }
 
     fn wait_ready(&mut self, limit: Duration) -> Result<()> {
@@ -119,6 +121,21 @@ impl Drop for TestRegistry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(bin: &Path, dir: &Path) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("registry.log"))?;
+    Command::new(bin)
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting docker-registry")
 }
 
 /// The HTTP status of a GET on the registry.
