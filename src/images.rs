@@ -13,6 +13,8 @@ pub enum ImageError {
     Ambiguous { input: String, count: usize },
     #[error("image {id} has several names ({names}); remove them by name, or use --force")]
     MultipleNames { id: String, names: String },
+    #[error("image {0} is in use by a lazyfs mount or container; unmount or remove that first")]
+    InUse(String),
     #[error("image config of {id} is unreadable: {reason}")]
     Config { id: String, reason: String },
     #[error(transparent)]
@@ -164,6 +166,10 @@ pub fn remove(
             .ok()
             .map(|r| crate::reference::display(&r))
             .filter(|n| row.names.contains(n));
+        let deletes = by_name.is_none() || row.names.len() <= 1;
+        if deletes && store.image_in_use(row.id) {
+            return Err(ImageError::InUse(input.clone()));
+        }
         match by_name {
             Some(name) => {
                 query::remove_tag(&conn, &name)?;
@@ -202,6 +208,9 @@ pub fn prune(store: &Store) -> Result<Pruned> {
     let mut conn = store.connect()?;
     let mut images = Vec::new();
     for id in query::dangling(&conn)? {
+        if store.image_in_use(id) {
+            continue;
+        }
         let digest: String = conn
             .query_row(
                 "SELECT config_digest FROM images WHERE id = ?1",

@@ -10,7 +10,8 @@
 //! Modules: [`reference`] (names), [`auth`] (credentials), [`registry`] (the `BlobSource`
 //! trait and the oci-client implementation), [`manifest`] (manifests, indexes, platforms),
 //! [`layer`] (one-pass verify + index + store), [`store`] (SQLite index, content store, GC),
-//! [`pull`] (orchestration), [`images`] (the operations behind the CLI verbs).
+//! [`pull`] (orchestration), [`images`] (the operations behind the CLI verbs), [`mount`] (an image
+//! as a lazyfs lower tree).
 
 pub mod auth;
 pub mod entry;
@@ -18,6 +19,7 @@ pub mod image;
 pub mod images;
 pub mod layer;
 pub mod manifest;
+pub mod mount;
 pub mod pull;
 pub mod reference;
 pub mod registry;

@@ -123,6 +123,30 @@ impl Store {
         )
     }
 
+    /// Marks an image as served by a mount for as long as the guard lives.
+    pub fn hold_image(&self, id: i64) -> Result<Flock<File>> {
+        self.flock(&self.image_lock(id), FlockArg::LockShared)
+    }
+
+    /// True while some mount holds the image.
+    pub fn image_in_use(&self, id: i64) -> bool {
+        let path = self.image_lock(id);
+        if !path.exists() {
+            return false;
+        }
+        matches!(
+            self.flock(&path, FlockArg::LockExclusiveNonblock),
+            Err(StoreError::Lock {
+                source: nix::errno::Errno::EWOULDBLOCK,
+                ..
+            })
+        )
+    }
+
+    fn image_lock(&self, id: i64) -> PathBuf {
+        self.root.join("locks").join(format!("image-{id}.lock"))
+    }
+
     fn flock(&self, path: &Path, arg: FlockArg) -> Result<Flock<File>> {
         let f = OpenOptions::new()
             .create(true)

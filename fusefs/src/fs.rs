@@ -1,0 +1,778 @@
+//! The merged filesystem's state: inodes, names, attributes, and copy-up.
+//!
+//! Inode numbers: a lower node keeps its index plus one (so lower hardlinks share a number and the
+//! root is 1); entries that exist only in the upper directory get numbers after the lower tree.
+//! One mutex guards the name and inode tables; reads and writes of open files never take it.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{FileAttr, FileType, INodeNo};
+use nix::errno::Errno;
+use nix::sys::stat::FileStat;
+
+use crate::error::{Error, Result};
+use crate::handles::Handles;
+use crate::idmap::IdMap;
+use crate::lower::{self, Kind, LowerTree};
+use crate::upper::{self, Meta, Upper};
+use crate::{Lower, Options};
+
+/// One inode of the merged view.
+#[derive(Debug, Clone)]
+pub(crate) struct INode {
+    pub kind: Kind,
+    /// The lower node this presents while it has no upper copy (and, for a merged directory,
+    /// whose children show through unless `opaque`).
+    pub lower: Option<u32>,
+    pub upper: bool,
+    pub opaque: bool,
+    pub parent: u64,
+    pub name: OsString,
+    /// Further names of a hardlinked file.
+    pub aliases: Vec<(u64, OsString)>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub nodes: HashMap<u64, INode>,
+    pub dentries: HashMap<(u64, OsString), u64>,
+    pub upper_ids: HashMap<(u64, u64), u64>,
+    pub next_ino: u64,
+}
+
+/// The filesystem: give it to [`crate::mount`] or drive it through [`fuser::Session`].
+pub struct LazyFs {
+    pub(crate) tree: LowerTree,
+    pub(crate) lower: Arc<dyn Lower>,
+    pub(crate) upper: Option<Upper>,
+    pub(crate) uid_map: IdMap,
+    pub(crate) gid_map: IdMap,
+    pub(crate) privileged: bool,
+    /// Image ids an upper entry without recorded owner belongs to (not root).
+    pub(crate) default_owner: (u32, u32),
+    pub(crate) state: Mutex<State>,
+    pub(crate) handles: Handles,
+    pub(crate) contents: Mutex<lru::LruCache<Box<str>, Arc<File>>>,
+    pub(crate) want_passthrough: bool,
+    pub(crate) passthrough: AtomicBool,
+    /// Passthrough registrations by inode, shared by that inode's open handles.
+    pub(crate) backings: Mutex<HashMap<u64, std::sync::Weak<fuser::BackingId>>>,
+    pub(crate) ttl: Duration,
+    scratch: AtomicU64,
+}
+
+pub(crate) const ROOT_INO: u64 = 1;
+
+fn errno(e: i32) -> Error {
+    Error::Errno(Errno::from_raw(e))
+}
+
+impl LazyFs {
+    /// A filesystem over `tree` (contents from `lower`) and, unless read-only, an upper directory.
+    pub fn new(tree: LowerTree, lower: Arc<dyn Lower>, opts: &Options) -> io::Result<LazyFs> {
+        let upper = match (&opts.upper, opts.read_only) {
+            (Some(dir), false) => Some(Upper::open(dir)?),
+            (None, false) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a writable mount needs an upper directory",
+                ))
+            }
+            (_, true) => None,
+        };
+        let privileged = nix::unistd::geteuid().is_root();
+        let me = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        let default_owner = (
+            opts.uid_map.to_container(me.0).unwrap_or(0),
+            opts.gid_map.to_container(me.1).unwrap_or(0),
+        );
+        let mut state = State {
+            next_ino: tree.len() as u64 + 2,
+            ..State::default()
+        };
+        let root_opaque = upper.as_ref().is_some_and(|u| u.is_opaque(Path::new("")));
+        state.nodes.insert(
+            ROOT_INO,
+            INode {
+                kind: Kind::Dir,
+                lower: Some(lower::ROOT),
+                upper: upper.is_some(),
+                opaque: root_opaque,
+                parent: ROOT_INO,
+                name: OsString::new(),
+                aliases: Vec::new(),
+            },
+        );
+        let cache = std::num::NonZeroUsize::new(opts.open_files.max(1)).unwrap_or(
+            // A literal one is never zero.
+            std::num::NonZeroUsize::MIN,
+        );
+        Ok(LazyFs {
+            tree,
+            lower,
+            upper,
+            uid_map: opts.uid_map.clone(),
+            gid_map: opts.gid_map.clone(),
+            privileged,
+            default_owner,
+            state: Mutex::new(state),
+            handles: Handles::default(),
+            contents: Mutex::new(lru::LruCache::new(cache)),
+            want_passthrough: opts.passthrough && privileged,
+            passthrough: AtomicBool::new(false),
+            backings: Mutex::default(),
+            ttl: opts.ttl,
+            scratch: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn upper(&self) -> Result<&Upper> {
+        self.upper.as_ref().ok_or(Error::Errno(Errno::EROFS))
+    }
+
+    pub(crate) fn next_scratch(&self) -> u64 {
+        self.scratch.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn node<'a>(&self, st: &'a State, ino: u64) -> Result<&'a INode> {
+        st.nodes.get(&ino).ok_or(Error::Errno(Errno::ENOENT))
+    }
+
+    /// The merged path of an inode (its first name), relative to the root.
+    pub(crate) fn path_of(&self, st: &State, ino: u64) -> Result<PathBuf> {
+        let mut parts: Vec<&OsStr> = Vec::new();
+        let mut cur = ino;
+        while cur != ROOT_INO {
+            let n = self.node(st, cur)?;
+            parts.push(&n.name);
+            cur = n.parent;
+            if parts.len() > 4096 {
+                return Err(errno(libc::ELOOP));
+            }
+        }
+        Ok(parts.iter().rev().collect())
+    }
+
+    /// Finds (and remembers) the child `name` of directory `parent`.
+    pub(crate) fn lookup_child(&self, st: &mut State, parent: u64, name: &OsStr) -> Result<u64> {
+        if name.len() > 255 {
+            return Err(errno(libc::ENAMETOOLONG));
+        }
+        if let Some(&ino) = st.dentries.get(&(parent, name.to_owned())) {
+            return Ok(ino);
+        }
+        if name == "." || name == ".." || name.is_empty() {
+            return Err(errno(libc::EINVAL));
+        }
+        let p = self.node(st, parent)?.clone();
+        if p.kind != Kind::Dir {
+            return Err(errno(libc::ENOTDIR));
+        }
+        if upper::reserved(name) {
+            return Err(errno(libc::ENOENT));
+        }
+        let lower_cand = if p.opaque {
+            None
+        } else {
+            p.lower.and_then(|l| self.tree.child(l, name))
+        };
+        let mut found: Option<INode> = None;
+        let mut upper_id = None;
+        if let (true, Some(up)) = (p.upper, &self.upper) {
+            let rel = self.path_of(st, parent)?.join(name);
+            match up.lstat(&rel)? {
+                Some(s) => {
+                    let kind = upper_kind(&s, &rel, up)?;
+                    // An opaque directory owes nothing to the lower one at its path; it does
+                    // not take that inode number either (a renamed directory may hold it).
+                    let opaque = kind == Kind::Dir && up.is_opaque(&rel);
+                    let lower = match lower_cand {
+                        Some(l)
+                            if kind == Kind::Dir
+                                && !opaque
+                                && self.tree_kind(l) == Some(Kind::Dir) =>
+                        {
+                            Some(l)
+                        }
+                        _ => None,
+                    };
+                    upper_id = Some((s.st_dev, s.st_ino));
+                    found = Some(INode {
+                        kind,
+                        lower,
+                        upper: true,
+                        opaque,
+                        parent,
+                        name: name.to_owned(),
+                        aliases: Vec::new(),
+                    });
+                }
+                None if up.has_whiteout(&self.path_of(st, parent)?, name) => {
+                    return Err(errno(libc::ENOENT));
+                }
+                None => {}
+            }
+        }
+        let fresh = match found {
+            Some(n) => n,
+            None => {
+                let l = lower_cand.ok_or(Error::Errno(Errno::ENOENT))?;
+                INode {
+                    kind: self.tree_kind(l).ok_or(Error::Errno(Errno::ENOENT))?,
+                    lower: Some(l),
+                    upper: false,
+                    opaque: false,
+                    parent,
+                    name: name.to_owned(),
+                    aliases: Vec::new(),
+                }
+            }
+        };
+        let known = upper_id.and_then(|id| st.upper_ids.get(&id).copied());
+        let ino = match (known, fresh.lower, fresh.upper) {
+            (Some(i), _, _) => i,
+            (None, Some(l), _) => l as u64 + 1,
+            (None, None, _) => {
+                let i = st.next_ino;
+                st.next_ino += 1;
+                i
+            }
+        };
+        match st.nodes.get_mut(&ino) {
+            Some(existing) => {
+                let same = existing.parent == parent && existing.name == name;
+                let listed = existing
+                    .aliases
+                    .iter()
+                    .any(|(p, n)| *p == parent && n == name);
+                if !same && !listed {
+                    existing.aliases.push((parent, name.to_owned()));
+                }
+            }
+            None => {
+                st.nodes.insert(ino, fresh);
+            }
+        }
+        if let Some(id) = upper_id {
+            st.upper_ids.insert(id, ino);
+        }
+        st.dentries.insert((parent, name.to_owned()), ino);
+        Ok(ino)
+    }
+
+    fn tree_kind(&self, l: u32) -> Option<Kind> {
+        self.tree.node(l).map(|n| n.kind)
+    }
+
+    /// The attributes the kernel sees for an inode.
+    pub(crate) fn attr(&self, st: &State, ino: u64) -> Result<FileAttr> {
+        let n = self.node(st, ino)?;
+        if n.upper {
+            let up = self.upper()?;
+            let rel = self.path_of(st, ino)?;
+            let path = up.abs(&rel);
+            let s = nix::sys::stat::lstat(&path)?;
+            let meta = if n.kind == Kind::Symlink {
+                Meta::default()
+            } else {
+                upper::read_meta(&path)?
+            };
+            let mut a = self.upper_attr(ino, &s, &meta);
+            if n.kind == Kind::Dir {
+                if let Some(l) = n.lower.filter(|_| !n.opaque) {
+                    a.nlink = a.nlink.max(self.tree.node(l).map_or(2, |l| l.nlink));
+                }
+            }
+            return Ok(a);
+        }
+        let l = n.lower.ok_or(Error::Errno(Errno::ENOENT))?;
+        let ln = self.tree.node(l).ok_or(Error::Errno(Errno::ENOENT))?;
+        let t = time(ln.mtime, 0);
+        Ok(FileAttr {
+            ino: INodeNo(ino),
+            size: if ln.kind == Kind::Symlink {
+                ln.target.as_ref().map_or(0, |t| t.len() as u64)
+            } else {
+                ln.size
+            },
+            blocks: ln.size.div_ceil(512),
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            kind: file_type(ln.kind),
+            perm: (ln.mode & 0o7777) as u16,
+            nlink: ln.nlink,
+            uid: self.uid_map.to_host(ln.uid),
+            gid: self.gid_map.to_host(ln.gid),
+            rdev: ln.rdev as u32,
+            blksize: 4096,
+            flags: 0,
+        })
+    }
+
+    /// Attributes from an upper inode and its recorded metadata.
+    pub(crate) fn upper_attr(&self, ino: u64, s: &FileStat, meta: &Meta) -> FileAttr {
+        let mut kind = Kind::from_mode(s.st_mode).unwrap_or(Kind::File);
+        let mut rdev = s.st_rdev;
+        if let (Kind::File, Some((k, ma, mi))) = (kind, meta.dev) {
+            kind = k;
+            rdev = libc::makedev(ma, mi);
+        }
+        let (uid, gid) = self.owner_of(s, meta);
+        let size = meta.size.filter(|_| meta.content.is_some());
+        FileAttr {
+            ino: INodeNo(ino),
+            size: size.unwrap_or(s.st_size as u64),
+            blocks: size.map_or(s.st_blocks as u64, |s| s.div_ceil(512)),
+            atime: time(s.st_atime, s.st_atime_nsec),
+            mtime: time(s.st_mtime, s.st_mtime_nsec),
+            ctime: time(s.st_ctime, s.st_ctime_nsec),
+            crtime: time(s.st_ctime, s.st_ctime_nsec),
+            kind: file_type(kind),
+            perm: (s.st_mode & 0o7777) as u16,
+            nlink: s.st_nlink as u32,
+            uid: self.uid_map.to_host(uid),
+            gid: self.gid_map.to_host(gid),
+            rdev: rdev as u32,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    /// Image ids owning an upper entry.
+    pub(crate) fn owner_of(&self, s: &FileStat, meta: &Meta) -> (u32, u32) {
+        let (du, dg) = if self.privileged {
+            (s.st_uid, s.st_gid)
+        } else {
+            self.default_owner
+        };
+        (meta.uid.unwrap_or(du), meta.gid.unwrap_or(dg))
+    }
+
+    /// Records image owner ids on an upper path.
+    pub(crate) fn set_owner(&self, path: &Path, kind: Kind, uid: u32, gid: u32) -> Result<()> {
+        if self.privileged {
+            nix::unistd::fchownat(
+                nix::fcntl::AT_FDCWD,
+                path,
+                Some(uid.into()),
+                Some(gid.into()),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?;
+            return Ok(());
+        }
+        if kind == Kind::Symlink {
+            return Ok(());
+        }
+        let mut meta = upper::read_meta(path)?;
+        meta.uid = Some(uid);
+        meta.gid = Some(gid);
+        upper::write_meta(path, &meta)?;
+        Ok(())
+    }
+
+    /// Opens lower content through the descriptor cache.
+    pub(crate) fn open_content(&self, id: &str) -> Result<Arc<File>> {
+        let mut cache = self.contents.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = cache.get(id) {
+            return Ok(f.clone());
+        }
+        drop(cache);
+        let f = Arc::new(self.lower.open(id)?);
+        let mut cache = self.contents.lock().unwrap_or_else(|p| p.into_inner());
+        cache.put(Box::from(id), f.clone());
+        Ok(f)
+    }
+
+    /// Makes sure an inode has an upper entry (metadata only for files), with its parents.
+    pub(crate) fn copy_up(&self, st: &mut State, ino: u64) -> Result<()> {
+        let n = self.node(st, ino)?.clone();
+        if n.upper {
+            return Ok(());
+        }
+        if ino != ROOT_INO {
+            self.copy_up(st, n.parent)?;
+        }
+        let up = self.upper()?;
+        let l = n.lower.ok_or(Error::Errno(Errno::EIO))?;
+        let ln = self.tree.node(l).ok_or(Error::Errno(Errno::EIO))?.clone();
+        let names = if ln.kind != Kind::Dir && ln.nlink > 1 {
+            self.visible_names(st, ino)?
+        } else {
+            vec![(n.parent, n.name.clone())]
+        };
+        let mut first: Option<PathBuf> = None;
+        for (parent, name) in &names {
+            self.copy_up(st, *parent)?;
+            let rel = self.path_of(st, *parent)?.join(name);
+            let dst = up.abs(&rel);
+            match &first {
+                None => {
+                    self.create_copy(up, &dst, &ln)?;
+                    first = Some(dst);
+                }
+                Some(src) => std::fs::hard_link(src, &dst)?,
+            }
+        }
+        let Some(first) = first else {
+            return Err(errno(libc::ENOENT));
+        };
+        let s = nix::sys::stat::lstat(&first)?;
+        st.upper_ids.insert((s.st_dev, s.st_ino), ino);
+        if let Some(node) = st.nodes.get_mut(&ino) {
+            node.upper = true;
+            for (p, name) in names {
+                let known = (node.parent == p && node.name == name)
+                    || node.aliases.iter().any(|(ap, an)| *ap == p && *an == name);
+                if !known {
+                    node.aliases.push((p, name.clone()));
+                }
+                st.dentries.insert((p, name), ino);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every name under which the merged view still shows a lower hardlinked inode.
+    fn visible_names(&self, st: &mut State, ino: u64) -> Result<Vec<(u64, OsString)>> {
+        let l = self.node(st, ino)?.lower.ok_or(Error::Errno(Errno::EIO))?;
+        let links = self
+            .tree
+            .node(l)
+            .map(|n| n.links.clone())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for (lp, lname) in links {
+            let Some(dir_path) = self.tree.path_of(lp) else {
+                continue;
+            };
+            let Ok(dir) = self.resolve(st, Path::new(&dir_path)) else {
+                continue;
+            };
+            if self.node(st, dir)?.lower != Some(lp) {
+                continue;
+            }
+            if let Ok(found) = self.lookup_child(st, dir, &lname) {
+                if found == ino {
+                    out.push((dir, lname.to_os_string()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The inode at a merged path.
+    pub(crate) fn resolve(&self, st: &mut State, path: &Path) -> Result<u64> {
+        let mut cur = ROOT_INO;
+        for part in path.iter() {
+            cur = self.lookup_child(st, cur, part)?;
+        }
+        Ok(cur)
+    }
+
+    /// Creates the upper copy of a lower node at `dst`, atomically (scratch, then rename).
+    fn create_copy(&self, up: &Upper, dst: &Path, ln: &lower::Node) -> Result<()> {
+        let tmp = up.scratch(self.next_scratch());
+        let mut meta = Meta::default();
+        match ln.kind {
+            Kind::Dir => nix::unistd::mkdir(&tmp, mode(ln.mode))?,
+            Kind::File => {
+                File::create_new(&tmp)?;
+                if ln.size > 0 {
+                    meta.content = ln.content.as_deref().map(str::to_owned);
+                    meta.size = Some(ln.size);
+                }
+            }
+            Kind::Symlink => {
+                std::os::unix::fs::symlink(ln.target.as_deref().unwrap_or(OsStr::new("")), &tmp)?
+            }
+            Kind::Fifo | Kind::Socket => {
+                nix::unistd::mkfifo(&tmp, mode(ln.mode))?;
+            }
+            Kind::CharDevice | Kind::BlockDevice => {
+                if self.privileged {
+                    let t = if ln.kind == Kind::CharDevice {
+                        nix::sys::stat::SFlag::S_IFCHR
+                    } else {
+                        nix::sys::stat::SFlag::S_IFBLK
+                    };
+                    nix::sys::stat::mknod(&tmp, t, mode(ln.mode), ln.rdev)?;
+                } else {
+                    File::create_new(&tmp)?;
+                    meta.dev = Some((ln.kind, libc::major(ln.rdev), libc::minor(ln.rdev)));
+                }
+            }
+        }
+        if ln.kind != Kind::Symlink {
+            nix::sys::stat::fchmodat(
+                nix::fcntl::AT_FDCWD,
+                &tmp,
+                mode(ln.mode),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )?;
+            for (k, v) in ln.xattrs.iter() {
+                rustix::fs::lsetxattr(
+                    &tmp,
+                    upper::stored_name(OsStr::new(&**k)).as_os_str(),
+                    v,
+                    rustix::fs::XattrFlags::empty(),
+                )?;
+            }
+            if !self.privileged {
+                meta.uid = Some(ln.uid);
+                meta.gid = Some(ln.gid);
+            }
+            upper::write_meta(&tmp, &meta)?;
+        }
+        if self.privileged {
+            self.set_owner(&tmp, ln.kind, ln.uid, ln.gid)?;
+        }
+        set_times(&tmp, ln.mtime, ln.mtime)?;
+        std::fs::rename(&tmp, dst)?;
+        Ok(())
+    }
+
+    /// Makes sure an inode's data is in its upper file (not just a reference to lower content).
+    pub(crate) fn copy_up_data(&self, st: &mut State, ino: u64) -> Result<PathBuf> {
+        self.copy_up(st, ino)?;
+        let up = self.upper()?;
+        let path = up.abs(&self.path_of(st, ino)?);
+        if self.node(st, ino)?.kind != Kind::File {
+            return Ok(path);
+        }
+        let mut meta = upper::read_meta(&path)?;
+        let Some(content) = meta.content.clone() else {
+            return Ok(path);
+        };
+        let before = std::fs::symlink_metadata(&path)?;
+        let src = self.open_content(&content)?;
+        let dst = std::fs::OpenOptions::new().write(true).open(&path)?;
+        copy_data(&src, &dst, meta.size.unwrap_or(0))?;
+        dst.sync_data()?;
+        set_times_ns(&path, &before)?;
+        meta.content = None;
+        meta.size = None;
+        upper::write_meta(&path, &meta)?;
+        Ok(path)
+    }
+
+    /// Copies up a directory and everything the merged view shows below it, then marks it opaque:
+    /// after this, nothing of it depends on where its lower copy sits.
+    pub(crate) fn copy_up_tree(&self, st: &mut State, ino: u64) -> Result<()> {
+        self.copy_up(st, ino)?;
+        let n = self.node(st, ino)?.clone();
+        if n.kind != Kind::Dir || n.opaque || n.lower.is_none() {
+            return Ok(());
+        }
+        for (name, child, kind) in self.list_dir(st, ino)? {
+            let _ = name;
+            if kind == Kind::Dir {
+                self.copy_up_tree(st, child)?;
+            } else {
+                self.copy_up(st, child)?;
+            }
+        }
+        let up = self.upper()?;
+        up.set_opaque(&self.path_of(st, ino)?)?;
+        if let Some(node) = st.nodes.get_mut(&ino) {
+            node.opaque = true;
+        }
+        Ok(())
+    }
+
+    /// The merged listing of a directory: (name, inode, kind), sorted by name.
+    pub(crate) fn list_dir(&self, st: &mut State, ino: u64) -> Result<Vec<(OsString, u64, Kind)>> {
+        let n = self.node(st, ino)?.clone();
+        if n.kind != Kind::Dir {
+            return Err(errno(libc::ENOTDIR));
+        }
+        let mut names: Vec<OsString> = Vec::new();
+        let mut listing = upper::Listing::default();
+        if n.upper {
+            listing = self.upper()?.list(&self.path_of(st, ino)?)?;
+            names.extend(listing.names.iter().cloned());
+        }
+        if let Some(l) = n.lower.filter(|_| !n.opaque && !listing.opaque) {
+            if let Some(children) = self.tree.node(l).and_then(|n| n.children.as_ref()) {
+                for name in children.keys() {
+                    let name: &OsStr = name;
+                    if !listing.whiteouts.contains(name) && !listing.names.iter().any(|n| n == name)
+                    {
+                        names.push(name.to_owned());
+                    }
+                }
+            }
+        }
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            match self.lookup_child(st, ino, &name) {
+                Ok(child) => {
+                    let kind = self.node(st, child)?.kind;
+                    out.push((name, child, kind));
+                }
+                Err(e) => {
+                    tracing::debug!(ino, name = ?name, error = %e, "entry vanished while listing");
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets one name of an inode after it was removed or renamed away.
+    pub(crate) fn drop_name(&self, st: &mut State, parent: u64, name: &OsStr) {
+        let Some(ino) = st.dentries.remove(&(parent, name.to_owned())) else {
+            return;
+        };
+        if let Some(n) = st.nodes.get_mut(&ino) {
+            if n.parent == parent && n.name == name {
+                if !n.aliases.is_empty() {
+                    let (p, nm) = n.aliases.remove(0);
+                    n.parent = p;
+                    n.name = nm;
+                }
+            } else {
+                n.aliases.retain(|(p, nm)| !(*p == parent && nm == name));
+            }
+        }
+    }
+
+    /// True when the lower tree shows something at `name` under `parent` (so removing it from the
+    /// upper directory needs a whiteout).
+    pub(crate) fn lower_has(&self, st: &State, parent: u64, name: &OsStr) -> bool {
+        st.nodes
+            .get(&parent)
+            .filter(|p| !p.opaque)
+            .and_then(|p| p.lower)
+            .and_then(|l| self.tree.child(l, name))
+            .is_some()
+    }
+
+    /// The data of a symlink.
+    pub(crate) fn readlink(&self, st: &State, ino: u64) -> Result<Vec<u8>> {
+        let n = self.node(st, ino)?;
+        if n.kind != Kind::Symlink {
+            return Err(errno(libc::EINVAL));
+        }
+        if n.upper {
+            let path = self.upper()?.abs(&self.path_of(st, ino)?);
+            return Ok(std::fs::read_link(path)?.into_os_string().into_vec());
+        }
+        let l = n.lower.and_then(|l| self.tree.node(l));
+        Ok(l.and_then(|l| l.target.as_ref())
+            .map(|t| t.as_bytes().to_vec())
+            .unwrap_or_default())
+    }
+}
+
+use std::os::unix::ffi::OsStringExt;
+
+fn upper_kind(s: &FileStat, rel: &Path, up: &Upper) -> Result<Kind> {
+    let kind = Kind::from_mode(s.st_mode).ok_or(Error::Errno(Errno::EIO))?;
+    if kind == Kind::File && s.st_size == 0 {
+        if let Some((k, _, _)) = upper::read_meta(&up.abs(rel))?.dev {
+            return Ok(k);
+        }
+    }
+    Ok(kind)
+}
+
+pub(crate) fn mode(bits: u32) -> nix::sys::stat::Mode {
+    nix::sys::stat::Mode::from_bits_truncate(bits & 0o7777)
+}
+
+pub(crate) fn time(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec.clamp(0, 999_999_999) as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs())
+    }
+}
+
+pub(crate) fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::CharDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+    }
+}
+
+fn set_times(path: &Path, atime: i64, mtime: i64) -> Result<()> {
+    use nix::sys::time::TimeSpec;
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &TimeSpec::new(atime, 0),
+        &TimeSpec::new(mtime, 0),
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )?;
+    Ok(())
+}
+
+fn set_times_ns(path: &Path, m: &std::fs::Metadata) -> Result<()> {
+    use nix::sys::time::TimeSpec;
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &TimeSpec::new(m.atime(), m.atime_nsec()),
+        &TimeSpec::new(m.mtime(), m.mtime_nsec()),
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )?;
+    Ok(())
+}
+
+/// Copies `len` bytes: a reflink when both sides share a filesystem that can, else
+/// `copy_file_range`, else plain reads and writes.
+fn copy_data(src: &File, dst: &File, len: u64) -> Result<()> {
+    if rustix::fs::ioctl_ficlone(dst, src).is_ok() {
+        return Ok(());
+    }
+    let mut off: u64 = 0;
+    let mut fallback = false;
+    while off < len {
+        let mut o_in = off;
+        let mut o_out = off;
+        let want = (len - off).min(1 << 30) as usize;
+        match rustix::fs::copy_file_range(src, Some(&mut o_in), dst, Some(&mut o_out), want) {
+            Ok(0) => break,
+            Ok(n) => off += n as u64,
+            Err(_) => {
+                fallback = true;
+                break;
+            }
+        }
+    }
+    if fallback {
+        let mut buf = vec![0u8; 1 << 20];
+        while off < len {
+            let n = src.read_at(&mut buf, off)?;
+            if n == 0 {
+                break;
+            }
+            dst.write_all_at(&buf[..n], off)?;
+            off += n as u64;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! Open file and directory handles.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::lower::Kind;
+
+/// An open file: the descriptor reads and writes go to, and the passthrough registration that
+/// must live as long as the kernel may use it.
+#[derive(Debug)]
+pub(crate) struct FileHandle {
+    pub ino: u64,
+    pub file: Arc<File>,
+    pub writable: bool,
+    pub backing: Mutex<Option<Arc<fuser::BackingId>>>,
+}
+
+/// An open directory: the listing taken at open, so offsets stay stable.
+#[derive(Debug)]
+pub(crate) struct DirHandle {
+    pub entries: Vec<(OsString, u64, Kind)>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Handle {
+    File(FileHandle),
+    Dir(DirHandle),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Handles {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Handle>>>,
+}
+
+impl Handles {
+    pub fn insert(&self, h: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.map().insert(fh, Arc::new(h));
+        fh
+    }
+
+    pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.map().get(&fh).cloned()
+    }
+
+    pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.map().remove(&fh)
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Handle>>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,741 @@
+//! Request logic: each operation as a method returning `Result`, called by the thin FUSE layer.
+
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fuser::{FileAttr, TimeOrNow};
+use nix::errno::Errno;
+
+use crate::error::{Error, Result};
+use crate::fs::{mode, LazyFs, State};
+use crate::handles::{DirHandle, FileHandle, Handle};
+use crate::lower::Kind;
+use crate::upper::{self, Meta};
+
+fn errno(e: i32) -> Error {
+    Error::Errno(Errno::from_raw(e))
+}
+
+/// What a new entry is made as.
+pub(crate) enum NewKind<'a> {
+    Dir,
+    File { flags: i32 },
+    Symlink(&'a Path),
+    Node { ifmt: u32, rdev: u64 },
+}
+
+/// The caller of a request, in host ids.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl LazyFs {
+    pub(crate) fn do_lookup(&self, parent: u64, name: &OsStr) -> Result<FileAttr> {
+        let mut st = self.lock();
+        let ino = self.lookup_child(&mut st, parent, name)?;
+        self.attr(&st, ino)
+    }
+
+    pub(crate) fn do_getattr(&self, ino: u64, fh: Option<u64>) -> Result<FileAttr> {
+        let st = self.lock();
+        match self.attr(&st, ino) {
+            Err(e) if e.errno() == libc::ENOENT => {
+                // Unlinked but still open: the handle's descriptor still knows.
+                let h = fh.and_then(|fh| self.handles.get(fh)).ok_or(e)?;
+                let Handle::File(f) = &*h else {
+                    return Err(errno(libc::ENOENT));
+                };
+                let s = nix::sys::stat::fstat(&*f.file)?;
+                Ok(self.upper_attr(ino, &s, &Meta::default()))
+            }
+            other => other,
+        }
+    }
+
+    pub(crate) fn do_readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let st = self.lock();
+        self.readlink(&st, ino)
+    }
+
+    /// Image ids and permission bits of an inode.
+    fn image_owner(&self, st: &State, ino: u64) -> Result<(u32, u32, u32)> {
+        let a = self.attr(st, ino)?;
+        Ok((
+            self.uid_map
+                .to_container(a.uid)
+                .unwrap_or(crate::idmap::OVERFLOW),
+            self.gid_map
+                .to_container(a.gid)
+                .unwrap_or(crate::idmap::OVERFLOW),
+            a.perm as u32,
+        ))
+    }
+
+    /// Checks a new name, copies the parent up and clears a whiteout. Returns the new entry's
+    /// merged path and whether it now covers a deleted lower entry.
+    fn prepare_new(&self, st: &mut State, parent: u64, name: &OsStr) -> Result<(PathBuf, bool)> {
+        if name.len() > 255 {
+            return Err(errno(libc::ENAMETOOLONG));
+        }
+        match self.lookup_child(st, parent, name) {
+            Ok(_) => return Err(errno(libc::EEXIST)),
+            Err(e) if e.errno() == libc::ENOENT => {}
+            Err(e) => return Err(e),
+        }
+        if upper::reserved(name) {
+            return Err(errno(libc::EINVAL));
+        }
+        let up = self.upper()?;
+        self.copy_up(st, parent)?;
+        let prel = self.path_of(st, parent)?;
+        let had_whiteout = up.remove_whiteout(&prel, name)?;
+        let covers = had_whiteout && self.lower_has(st, parent, name);
+        Ok((prel.join(name), covers))
+    }
+
+    /// Makes a new entry; returns its attributes and, for files, the open descriptor.
+    pub(crate) fn do_create(
+        &self,
+        who: Caller,
+        parent: u64,
+        name: &OsStr,
+        perm: u32,
+        kind: NewKind<'_>,
+    ) -> Result<(FileAttr, Option<File>)> {
+        let mut st = self.lock();
+        let (rel, covers) = self.prepare_new(&mut st, parent, name)?;
+        let up = self.upper()?;
+        let path = up.abs(&rel);
+        let (_, pgid, pperm) = self.image_owner(&st, parent)?;
+        let uid = self
+            .uid_map
+            .to_container(who.uid)
+            .unwrap_or(crate::idmap::OVERFLOW);
+        let mut gid = self
+            .gid_map
+            .to_container(who.gid)
+            .unwrap_or(crate::idmap::OVERFLOW);
+        let mut perm = perm & 0o7777;
+        if pperm & libc::S_ISGID != 0 {
+            gid = pgid;
+            if matches!(kind, NewKind::Dir) {
+                perm |= libc::S_ISGID;
+            }
+        }
+        let mut file = None;
+        let made = match kind {
+            NewKind::Dir => nix::unistd::mkdir(&path, mode(0o700)).map(|_| Kind::Dir),
+            NewKind::File { flags } => {
+                let acc = flags & libc::O_ACCMODE;
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(flags & (libc::O_SYNC | libc::O_DSYNC))
+                    .open(&path)?;
+                let _ = acc;
+                file = Some(f);
+                Ok(Kind::File)
+            }
+            NewKind::Symlink(target) => {
+                std::os::unix::fs::symlink(target, &path)?;
+                Ok(Kind::Symlink)
+            }
+            NewKind::Node { ifmt, rdev } => self.make_node(&path, ifmt, perm, rdev),
+        };
+        let made = made?;
+        let done = self.finish_new(&path, &rel, made, perm, uid, gid, covers);
+        if let Err(e) = done {
+            let _ = if made == Kind::Dir {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            return Err(e);
+        }
+        let ino = self.lookup_child(&mut st, parent, name)?;
+        Ok((self.attr(&st, ino)?, file))
+    }
+
+    fn make_node(&self, path: &Path, ifmt: u32, perm: u32, rdev: u64) -> nix::Result<Kind> {
+        use nix::sys::stat::SFlag;
+        let (flag, kind) = match ifmt {
+            0 | libc::S_IFREG => (SFlag::S_IFREG, Kind::File),
+            libc::S_IFIFO => (SFlag::S_IFIFO, Kind::Fifo),
+            libc::S_IFSOCK => (SFlag::S_IFSOCK, Kind::Socket),
+            libc::S_IFCHR => (SFlag::S_IFCHR, Kind::CharDevice),
+            libc::S_IFBLK => (SFlag::S_IFBLK, Kind::BlockDevice),
+            _ => return Err(Errno::EINVAL),
+        };
+        if matches!(kind, Kind::CharDevice | Kind::BlockDevice) && !self.privileged {
+            return Err(Errno::EPERM);
+        }
+        nix::sys::stat::mknod(path, flag, mode(perm & 0o777), rdev)?;
+        Ok(kind)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_new(
+        &self,
+        path: &Path,
+        rel: &Path,
+        kind: Kind,
+        perm: u32,
+        uid: u32,
+        gid: u32,
+        covers: bool,
+    ) -> Result<()> {
+        if kind != Kind::Symlink {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(perm))?;
+        }
+        self.set_owner(path, kind, uid, gid)?;
+        if kind == Kind::Dir && covers {
+            self.upper()?.set_opaque(rel)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn do_link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<FileAttr> {
+        let mut st = self.lock();
+        if self.node(&st, ino)?.kind == Kind::Dir {
+            return Err(errno(libc::EPERM));
+        }
+        let (rel, _) = self.prepare_new(&mut st, newparent, newname)?;
+        self.copy_up(&mut st, ino)?;
+        let up = self.upper()?;
+        let src = up.abs(&self.path_of(&st, ino)?);
+        std::fs::hard_link(src, up.abs(&rel))?;
+        let got = self.lookup_child(&mut st, newparent, newname)?;
+        self.attr(&st, got)
+    }
+
+    pub(crate) fn do_unlink(&self, parent: u64, name: &OsStr, dir: bool) -> Result<()> {
+        let mut st = self.lock();
+        let ino = self.lookup_child(&mut st, parent, name)?;
+        let kind = self.node(&st, ino)?.kind;
+        match (dir, kind == Kind::Dir) {
+            (false, true) => return Err(errno(libc::EISDIR)),
+            (true, false) => return Err(errno(libc::ENOTDIR)),
+            (true, true) if !self.list_dir(&mut st, ino)?.is_empty() => {
+                return Err(errno(libc::ENOTEMPTY))
+            }
+            _ => {}
+        }
+        let up = self.upper()?;
+        self.copy_up(&mut st, parent)?;
+        let n = self.node(&st, ino)?.clone();
+        let shared_lower = !n.upper
+            && !dir
+            && n.lower
+                .and_then(|l| self.tree.node(l))
+                .is_some_and(|l| l.nlink > 1);
+        if shared_lower {
+            // The other names keep the file: give them their own upper copy first.
+            self.copy_up(&mut st, ino)?;
+        }
+        let prel = self.path_of(&st, parent)?;
+        let rel = prel.join(name);
+        if self.node(&st, ino)?.upper {
+            if dir {
+                up.clear_markers(&rel)?;
+                std::fs::remove_dir(up.abs(&rel))?;
+            } else {
+                std::fs::remove_file(up.abs(&rel))?;
+            }
+        }
+        if self.lower_has(&st, parent, name) {
+            up.add_whiteout(&prel, name)?;
+        }
+        self.drop_name(&mut st, parent, name);
+        Ok(())
+    }
+
+    pub(crate) fn do_rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        if flags & libc::RENAME_EXCHANGE != 0 || flags & libc::RENAME_WHITEOUT != 0 {
+            return Err(errno(libc::EINVAL));
+        }
+        if newname.len() > 255 {
+            return Err(errno(libc::ENAMETOOLONG));
+        }
+        let mut st = self.lock();
+        let src = self.lookup_child(&mut st, parent, name)?;
+        let dst = match self.lookup_child(&mut st, newparent, newname) {
+            Ok(d) => Some(d),
+            Err(e) if e.errno() == libc::ENOENT => None,
+            Err(e) => return Err(e),
+        };
+        if upper::reserved(newname) {
+            return Err(errno(libc::EINVAL));
+        }
+        if dst.is_some() && flags & libc::RENAME_NOREPLACE != 0 {
+            return Err(errno(libc::EEXIST));
+        }
+        if dst == Some(src) {
+            return Ok(());
+        }
+        let up = self.upper()?;
+        let src_kind = self.node(&st, src)?.kind;
+        if src_kind == Kind::Dir {
+            let mut cur = newparent;
+            loop {
+                if cur == src {
+                    return Err(errno(libc::EINVAL));
+                }
+                if cur == crate::fs::ROOT_INO {
+                    break;
+                }
+                cur = self.node(&st, cur)?.parent;
+            }
+        }
+        if let Some(d) = dst {
+            let dk = self.node(&st, d)?.kind;
+            match (src_kind == Kind::Dir, dk == Kind::Dir) {
+                (true, false) => return Err(errno(libc::ENOTDIR)),
+                (false, true) => return Err(errno(libc::EISDIR)),
+                (true, true) if !self.list_dir(&mut st, d)?.is_empty() => {
+                    return Err(errno(libc::ENOTEMPTY))
+                }
+                _ => {}
+            }
+        }
+        if src_kind == Kind::Dir {
+            self.copy_up_tree(&mut st, src)?;
+        } else {
+            self.copy_up(&mut st, src)?;
+        }
+        self.copy_up(&mut st, parent)?;
+        self.copy_up(&mut st, newparent)?;
+        let prel = self.path_of(&st, parent)?;
+        let nprel = self.path_of(&st, newparent)?;
+        let dst_rel = nprel.join(newname);
+        if let Some(d) = dst {
+            let dn = self.node(&st, d)?;
+            if dn.kind == Kind::Dir && dn.upper {
+                up.clear_markers(&dst_rel)?;
+            }
+        }
+        up.remove_whiteout(&nprel, newname)?;
+        std::fs::rename(up.abs(&prel.join(name)), up.abs(&dst_rel))?;
+        if src_kind == Kind::Dir && self.lower_has(&st, newparent, newname) {
+            up.set_opaque(&dst_rel)?;
+            if let Some(n) = st.nodes.get_mut(&src) {
+                n.opaque = true;
+            }
+        }
+        if self.lower_has(&st, parent, name) {
+            up.add_whiteout(&prel, name)?;
+        }
+        if dst.is_some() {
+            self.drop_name(&mut st, newparent, newname);
+        }
+        st.dentries.remove(&(parent, name.to_owned()));
+        if let Some(n) = st.nodes.get_mut(&src) {
+            if n.parent == parent && n.name == name {
+                n.parent = newparent;
+                n.name = newname.to_owned();
+            } else if let Some(a) = n
+                .aliases
+                .iter_mut()
+                .find(|(p, nm)| *p == parent && nm == name)
+            {
+                *a = (newparent, newname.to_owned());
+            }
+        }
+        st.dentries.insert((newparent, newname.to_owned()), src);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn do_setattr(
+        &self,
+        ino: u64,
+        perm: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<u64>,
+    ) -> Result<FileAttr> {
+        let mut st = self.lock();
+        let kind = self.node(&st, ino)?.kind;
+        if let Some(size) = size {
+            if kind == Kind::Dir {
+                return Err(errno(libc::EISDIR));
+            }
+            self.truncate(&mut st, ino, size, fh)?;
+        }
+        if perm.is_none() && uid.is_none() && gid.is_none() && atime.is_none() && mtime.is_none() {
+            return self.attr(&st, ino);
+        }
+        self.copy_up(&mut st, ino)?;
+        let path = self.upper()?.abs(&self.path_of(&st, ino)?);
+        let (cur_uid, cur_gid, cur_perm) = self.image_owner(&st, ino)?;
+        let mut perm = perm.map(|p| p & 0o7777);
+        if uid.is_some() || gid.is_some() {
+            let new_uid = match uid {
+                Some(u) => self.uid_map.to_container(u).ok_or(errno(libc::EINVAL))?,
+                None => cur_uid,
+            };
+            let new_gid = match gid {
+                Some(g) => self.gid_map.to_container(g).ok_or(errno(libc::EINVAL))?,
+                None => cur_gid,
+            };
+            self.set_owner(&path, kind, new_uid, new_gid)?;
+            let setid = libc::S_ISUID | libc::S_ISGID;
+            if perm.is_none() && kind != Kind::Dir && cur_perm & setid != 0 {
+                // Like a local filesystem: a change of owner drops set-user-ID, and
+                // set-group-ID when it means something (group execute set).
+                let mut p = cur_perm & !libc::S_ISUID;
+                if p & libc::S_IXGRP != 0 {
+                    p &= !libc::S_ISGID;
+                }
+                perm = Some(p);
+            }
+        }
+        if let Some(p) = perm {
+            if kind != Kind::Symlink {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(p))?;
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            use nix::sys::time::TimeSpec;
+            let ts = |t: Option<TimeOrNow>| match t {
+                None => TimeSpec::UTIME_OMIT,
+                Some(TimeOrNow::Now) => TimeSpec::UTIME_NOW,
+                Some(TimeOrNow::SpecificTime(t)) => {
+                    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                    TimeSpec::new(d.as_secs() as i64, d.subsec_nanos() as i64)
+                }
+            };
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                &path,
+                &ts(atime),
+                &ts(mtime),
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )?;
+        }
+        self.attr(&st, ino)
+    }
+
+    fn truncate(&self, st: &mut State, ino: u64, size: u64, fh: Option<u64>) -> Result<()> {
+        if let Some(Handle::File(f)) = fh.and_then(|fh| self.handles.get(fh)).as_deref() {
+            if f.writable {
+                f.file.set_len(size)?;
+                return Ok(());
+            }
+        }
+        let path = if size == 0 {
+            self.copy_up(st, ino)?;
+            let path = self.upper()?.abs(&self.path_of(st, ino)?);
+            let mut meta = upper::read_meta(&path)?;
+            if meta.content.take().is_some() {
+                meta.size = None;
+                upper::write_meta(&path, &meta)?;
+            }
+            path
+        } else {
+            self.copy_up_data(st, ino)?
+        };
+        open_upper(&path, OpenOptions::new().write(true))?.set_len(size)?;
+        Ok(())
+    }
+
+    pub(crate) fn do_open(&self, ino: u64, flags: i32) -> Result<(u64, bool, Option<Arc<File>>)> {
+        let acc = flags & libc::O_ACCMODE;
+        let write = acc != libc::O_RDONLY;
+        let mut st = self.lock();
+        let n = self.node(&st, ino)?.clone();
+        if n.kind == Kind::Dir {
+            return Err(errno(libc::EISDIR));
+        }
+        if write || flags & libc::O_TRUNC != 0 {
+            if write {
+                self.upper()?;
+            }
+            let path = if flags & libc::O_TRUNC != 0 {
+                self.truncate(&mut st, ino, 0, None)?;
+                self.upper()?.abs(&self.path_of(&st, ino)?)
+            } else {
+                self.copy_up_data(&mut st, ino)?
+            };
+            drop(st);
+            let mut o = OpenOptions::new();
+            o.read(true)
+                .write(write)
+                .custom_flags(flags & (libc::O_SYNC | libc::O_DSYNC) | libc::O_NOFOLLOW);
+            let file = open_upper(&path, &o)?;
+            let fh = self.handles.insert(Handle::File(FileHandle {
+                ino,
+                file: Arc::new(file),
+                writable: write,
+                backing: Default::default(),
+            }));
+            return Ok((fh, false, None));
+        }
+        let content: Option<String> = if n.upper {
+            let path = self.upper()?.abs(&self.path_of(&st, ino)?);
+            match upper::read_meta(&path)?.content {
+                Some(c) => Some(c),
+                None => {
+                    drop(st);
+                    let file = open_upper(&path, OpenOptions::new().read(true))?;
+                    let fh = self.handles.insert(Handle::File(FileHandle {
+                        ino,
+                        file: Arc::new(file),
+                        writable: false,
+                        backing: Default::default(),
+                    }));
+                    return Ok((fh, true, None));
+                }
+            }
+        } else {
+            n.lower
+                .and_then(|l| self.tree.node(l))
+                .and_then(|l| l.content.as_deref().map(str::to_owned))
+        };
+        drop(st);
+        let file = match content {
+            Some(c) => self.open_content(&c)?,
+            None => Arc::new(File::open("/dev/null")?),
+        };
+        let fh = self.handles.insert(Handle::File(FileHandle {
+            ino,
+            file: file.clone(),
+            writable: false,
+            backing: Default::default(),
+        }));
+        Ok((fh, true, Some(file)))
+    }
+
+    pub(crate) fn do_read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let h = self.handles.get(fh).ok_or(errno(libc::EBADF))?;
+        let Handle::File(f) = &*h else {
+            return Err(errno(libc::EISDIR));
+        };
+        let mut buf = vec![0u8; size as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match f.file.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    pub(crate) fn do_write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let h = self.handles.get(fh).ok_or(errno(libc::EBADF))?;
+        let Handle::File(f) = &*h else {
+            return Err(errno(libc::EISDIR));
+        };
+        if !f.writable {
+            return Err(errno(libc::EBADF));
+        }
+        f.file.write_all_at(data, offset)?;
+        Ok(data.len() as u32)
+    }
+
+    pub(crate) fn do_fsync(&self, fh: u64, datasync: bool) -> Result<()> {
+        let h = self.handles.get(fh).ok_or(errno(libc::EBADF))?;
+        if let Handle::File(f) = &*h {
+            if f.writable {
+                if datasync {
+                    f.file.sync_data()?;
+                } else {
+                    f.file.sync_all()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn do_fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+        let h = self.handles.get(fh).ok_or(errno(libc::EBADF))?;
+        let Handle::File(f) = &*h else {
+            return Err(errno(libc::EISDIR));
+        };
+        if !f.writable {
+            return Err(errno(libc::EBADF));
+        }
+        nix::fcntl::fallocate(
+            &*f.file,
+            nix::fcntl::FallocateFlags::from_bits_truncate(mode),
+            offset as i64,
+            len as i64,
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn do_opendir(&self, ino: u64) -> Result<u64> {
+        let mut st = self.lock();
+        let entries = self.list_dir(&mut st, ino)?;
+        Ok(self.handles.insert(Handle::Dir(DirHandle { entries })))
+    }
+
+    pub(crate) fn dir_entries(&self, fh: u64) -> Result<Arc<Handle>> {
+        let h = self.handles.get(fh).ok_or(errno(libc::EBADF))?;
+        match &*h {
+            Handle::Dir(_) => Ok(h),
+            Handle::File(_) => Err(errno(libc::ENOTDIR)),
+        }
+    }
+
+    pub(crate) fn attr_of(&self, ino: u64) -> Result<FileAttr> {
+        let st = self.lock();
+        self.attr(&st, ino)
+    }
+
+    pub(crate) fn parent_of(&self, ino: u64) -> u64 {
+        let st = self.lock();
+        st.nodes.get(&ino).map_or(crate::fs::ROOT_INO, |n| n.parent)
+    }
+
+    pub(crate) fn do_getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
+        let st = self.lock();
+        let n = self.node(&st, ino)?;
+        if n.upper {
+            if n.kind == Kind::Symlink {
+                return Err(errno(libc::ENODATA));
+            }
+            let path = self.upper()?.abs(&self.path_of(&st, ino)?);
+            return upper::get_xattr(&path, &upper::stored_name(name).to_string_lossy())?
+                .ok_or(errno(libc::ENODATA));
+        }
+        let l = n.lower.and_then(|l| self.tree.node(l));
+        l.and_then(|l| {
+            l.xattrs
+                .iter()
+                .find(|(k, _)| k.as_bytes() == name.as_bytes())
+                .map(|(_, v)| v.to_vec())
+        })
+        .ok_or(errno(libc::ENODATA))
+    }
+
+    pub(crate) fn do_listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        let st = self.lock();
+        let n = self.node(&st, ino)?;
+        let names: Vec<Vec<u8>> = if n.upper {
+            if n.kind == Kind::Symlink {
+                Vec::new()
+            } else {
+                upper::list_shown_xattrs(&self.upper()?.abs(&self.path_of(&st, ino)?))?
+            }
+        } else {
+            n.lower
+                .and_then(|l| self.tree.node(l))
+                .map(|l| {
+                    l.xattrs
+                        .iter()
+                        .map(|(k, _)| k.as_bytes().to_vec())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut out = Vec::new();
+        for name in names {
+            out.extend_from_slice(&name);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn do_setxattr(
+        &self,
+        ino: u64,
+        name: &OsStr,
+        value: Option<&[u8]>,
+        flags: i32,
+    ) -> Result<()> {
+        let mut st = self.lock();
+        if value.is_none() {
+            // Removing a name that is not there must not copy anything up.
+            let has = match self.node(&st, ino)?.upper {
+                true => true,
+                false => self.do_getxattr_locked(&st, ino, name).is_ok(),
+            };
+            if !has {
+                return Err(errno(libc::ENODATA));
+            }
+        }
+        self.copy_up(&mut st, ino)?;
+        if self.node(&st, ino)?.kind == Kind::Symlink {
+            return Err(errno(libc::EPERM));
+        }
+        let path = self.upper()?.abs(&self.path_of(&st, ino)?);
+        let stored = upper::stored_name(name);
+        match value {
+            Some(v) => rustix::fs::lsetxattr(
+                &path,
+                stored.as_os_str(),
+                v,
+                rustix::fs::XattrFlags::from_bits_truncate(flags as u32),
+            )?,
+            None => rustix::fs::lremovexattr(&path, stored.as_os_str())?,
+        }
+        Ok(())
+    }
+
+    fn do_getxattr_locked(&self, st: &State, ino: u64, name: &OsStr) -> Result<()> {
+        let n = self.node(st, ino)?;
+        let l = n.lower.and_then(|l| self.tree.node(l));
+        l.and_then(|l| {
+            l.xattrs
+                .iter()
+                .find(|(k, _)| k.as_bytes() == name.as_bytes())
+        })
+        .map(|_| ())
+        .ok_or(errno(libc::ENODATA))
+    }
+
+    pub(crate) fn do_statfs(&self) -> Result<nix::sys::statvfs::Statvfs> {
+        let path = match &self.upper {
+            Some(u) => u.root().to_owned(),
+            None => PathBuf::from("/"),
+        };
+        Ok(nix::sys::statvfs::statvfs(&path)?)
+    }
+
+    /// A name for logs: the inode's merged path.
+    pub(crate) fn describe(&self, ino: u64) -> String {
+        let st = self.lock();
+        self.path_of(&st, ino)
+            .map(|p| format!("/{}", p.display()))
+            .unwrap_or_else(|_| format!("inode {ino}"))
+    }
+}
+
+/// Opens an upper file for the daemon; when the file's mode shuts its owner out (the kernel
+/// already allowed the caller), opens it with the owner's bits added for a moment.
+fn open_upper(path: &Path, opts: &OpenOptions) -> Result<File> {
+    match opts.open(path) {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            let before = std::fs::symlink_metadata(path)?.permissions();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(before.mode() | 0o600))?;
+            let f = opts.open(path);
+            std::fs::set_permissions(path, before)?;
+            Ok(f?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
