@@ -39,6 +39,9 @@ pub(crate) struct INode {
     pub name: OsString,
     /// Further names of a hardlinked file.
     pub aliases: Vec<(u64, OsString)>,
+    /// Device and inode of the upper entry, while it has a name (the upper filesystem reuses
+    /// inode numbers of deleted files).
+    pub upper_id: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +116,7 @@ impl LazyFs {
                 parent: ROOT_INO,
                 name: OsString::new(),
                 aliases: Vec::new(),
+                upper_id: None,
             },
         );
         let cache = std::num::NonZeroUsize::new(opts.open_files.max(1)).unwrap_or(
@@ -221,6 +225,7 @@ impl LazyFs {
                         parent,
                         name: name.to_owned(),
                         aliases: Vec::new(),
+                        upper_id: Some((s.st_dev, s.st_ino)),
                     });
                 }
                 None if up.has_whiteout(&self.path_of(st, parent)?, name) => {
@@ -241,6 +246,7 @@ impl LazyFs {
                     parent,
                     name: name.to_owned(),
                     aliases: Vec::new(),
+                    upper_id: None,
                 }
             }
         };
@@ -271,6 +277,9 @@ impl LazyFs {
         }
         if let Some(id) = upper_id {
             st.upper_ids.insert(id, ino);
+            if let Some(n) = st.nodes.get_mut(&ino) {
+                n.upper_id = Some(id);
+            }
         }
         st.dentries.insert((parent, name.to_owned()), ino);
         Ok(ino)
@@ -438,6 +447,7 @@ impl LazyFs {
         st.upper_ids.insert((s.st_dev, s.st_ino), ino);
         if let Some(node) = st.nodes.get_mut(&ino) {
             node.upper = true;
+            node.upper_id = Some((s.st_dev, s.st_ino));
             for (p, name) in names {
                 let known = (node.parent == p && node.name == name)
                     || node.aliases.iter().any(|(ap, an)| *ap == p && *an == name);
@@ -503,15 +513,13 @@ impl LazyFs {
             Kind::Symlink => {
                 std::os::unix::fs::symlink(ln.target.as_deref().unwrap_or(OsStr::new("")), &tmp)?
             }
-            Kind::Fifo | Kind::Socket => {
-                nix::unistd::mkfifo(&tmp, mode(ln.mode))?;
-            }
-            Kind::CharDevice | Kind::BlockDevice => {
+            Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice => {
                 if self.privileged {
-                    let t = if ln.kind == Kind::CharDevice {
-                        nix::sys::stat::SFlag::S_IFCHR
-                    } else {
-                        nix::sys::stat::SFlag::S_IFBLK
+                    let t = match ln.kind {
+                        Kind::CharDevice => nix::sys::stat::SFlag::S_IFCHR,
+                        Kind::BlockDevice => nix::sys::stat::SFlag::S_IFBLK,
+                        Kind::Socket => nix::sys::stat::SFlag::S_IFSOCK,
+                        _ => nix::sys::stat::SFlag::S_IFIFO,
                     };
                     nix::sys::stat::mknod(&tmp, t, mode(ln.mode), ln.rdev)?;
                 } else {
@@ -520,6 +528,12 @@ impl LazyFs {
                 }
             }
         }
+        // Real special files hold no user xattrs; only root makes them.
+        let special = self.privileged
+            && matches!(
+                ln.kind,
+                Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice
+            );
         if ln.kind != Kind::Symlink {
             nix::sys::stat::fchmodat(
                 nix::fcntl::AT_FDCWD,
@@ -527,6 +541,8 @@ impl LazyFs {
                 mode(ln.mode),
                 nix::sys::stat::FchmodatFlags::FollowSymlink,
             )?;
+        }
+        if ln.kind != Kind::Symlink && !special {
             for (k, v) in ln.xattrs.iter() {
                 rustix::fs::lsetxattr(
                     &tmp,
@@ -641,15 +657,23 @@ impl LazyFs {
         let Some(ino) = st.dentries.remove(&(parent, name.to_owned())) else {
             return;
         };
+        let mut gone = None;
         if let Some(n) = st.nodes.get_mut(&ino) {
             if n.parent == parent && n.name == name {
-                if !n.aliases.is_empty() {
+                if n.aliases.is_empty() {
+                    gone = n.upper_id.take();
+                } else {
                     let (p, nm) = n.aliases.remove(0);
                     n.parent = p;
                     n.name = nm;
                 }
             } else {
                 n.aliases.retain(|(p, nm)| !(*p == parent && nm == name));
+            }
+        }
+        if let Some(id) = gone {
+            if st.upper_ids.get(&id) == Some(&ino) {
+                st.upper_ids.remove(&id);
             }
         }
     }

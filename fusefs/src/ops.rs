@@ -175,8 +175,23 @@ impl LazyFs {
             libc::S_IFBLK => (SFlag::S_IFBLK, Kind::BlockDevice),
             _ => return Err(Errno::EINVAL),
         };
-        if matches!(kind, Kind::CharDevice | Kind::BlockDevice) && !self.privileged {
-            return Err(Errno::EPERM);
+        if !self.privileged {
+            match kind {
+                Kind::CharDevice | Kind::BlockDevice => return Err(Errno::EPERM),
+                Kind::Fifo | Kind::Socket => {
+                    // Kept as a placeholder that can carry the owner (see `Meta::dev`).
+                    File::create_new(path)
+                        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+                    let meta = Meta {
+                        dev: Some((kind, 0, 0)),
+                        ..Meta::default()
+                    };
+                    upper::write_meta(path, &meta)
+                        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+                    return Ok(kind);
+                }
+                _ => {}
+            }
         }
         nix::sys::stat::mknod(path, flag, mode(perm & 0o777), rdev)?;
         Ok(kind)

@@ -48,7 +48,8 @@ pub struct Meta {
     /// Metadata-only copy-up: the data is still this lower content.
     pub content: Option<String>,
     pub size: Option<u64>,
-    /// A device kept as an empty regular file: kind and numbers.
+    /// A special file (device, fifo, socket) kept as an empty regular file, because without
+    /// privilege the upper filesystem can neither make devices nor hold xattrs on specials.
     pub dev: Option<(Kind, u32, u32)>,
 }
 
@@ -72,7 +73,12 @@ impl Meta {
             out.push_str(&format!(" size={s}"));
         }
         if let Some((k, ma, mi)) = self.dev {
-            let t = if k == Kind::BlockDevice { 'b' } else { 'c' };
+            let t = match k {
+                Kind::BlockDevice => 'b',
+                Kind::Fifo => 'p',
+                Kind::Socket => 's',
+                _ => 'c',
+            };
             out.push_str(&format!(" dev={t},{ma},{mi}"));
         }
         out
@@ -92,10 +98,11 @@ impl Meta {
                 "dev" => {
                     let p: Vec<&str> = v.split(',').collect();
                     if let [t, ma, mi] = p.as_slice() {
-                        let kind = if *t == "b" {
-                            Kind::BlockDevice
-                        } else {
-                            Kind::CharDevice
+                        let kind = match *t {
+                            "b" => Kind::BlockDevice,
+                            "p" => Kind::Fifo,
+                            "s" => Kind::Socket,
+                            _ => Kind::CharDevice,
                         };
                         if let (Ok(ma), Ok(mi)) = (ma.parse(), mi.parse()) {
                             m.dev = Some((kind, ma, mi));
@@ -172,7 +179,16 @@ impl Upper {
         stat::lstat(&self.marker(dir, name)).is_ok()
     }
 
+    /// True when `name` is short enough to carry a whiteout marker.
+    pub fn can_whiteout(name: &OsStr) -> bool {
+        name.len() + WH.len() <= 255
+    }
+
     pub fn add_whiteout(&self, dir: &Path, name: &OsStr) -> io::Result<()> {
+        if !Upper::can_whiteout(name) {
+            // An image name of over 251 bytes cannot be marked deleted.
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
         match std::fs::File::create_new(self.marker(dir, name)) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
@@ -182,6 +198,9 @@ impl Upper {
 
     /// Removes a whiteout; true if there was one.
     pub fn remove_whiteout(&self, dir: &Path, name: &OsStr) -> io::Result<bool> {
+        if !Upper::can_whiteout(name) {
+            return Ok(false);
+        }
         match std::fs::remove_file(self.marker(dir, name)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -314,7 +333,7 @@ mod tests {
             gid: Some(42),
             content: Some("sha256:ab".into()),
             size: Some(7),
-            dev: Some((Kind::BlockDevice, 8, 1)),
+            dev: Some((Kind::Fifo, 0, 0)),
         };
         assert_eq!(Meta::decode(m.encode().as_bytes()), m);
         assert_eq!(Meta::decode(b"v1 junk uid=x"), Meta::default());

@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod debian;
+pub mod fscheck;
 pub mod registry;
 
 pub use build::{Compression, Format, Image, LayerBuilder};

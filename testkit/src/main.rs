@@ -22,8 +22,31 @@ enum Cmd {
     PushDebian { registry: String },
     /// Push a one-layer static busybox image: REGISTRY/demo/busybox:latest
     PushBusybox { registry: String },
+    /// Push the copy-on-write check image: REGISTRY/demo/cow:latest
+    PushCow { registry: String },
     /// Print the Debian rootfs directory, creating it first if needed
     DebianRootfs,
+    /// Print one line per entry below DIR (kind, mode, owner, size, mtime, target, content hash)
+    Walk { dir: std::path::PathBuf },
+    /// Run filesystem checks on a mount of the copy-on-write test image
+    Fscheck {
+        #[arg(value_enum)]
+        suite: Suite,
+        dir: std::path::PathBuf,
+        /// The caller cannot make device nodes
+        #[arg(long)]
+        unprivileged: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Suite {
+    /// Every copy-on-write operation, checked at once
+    Cow,
+    /// The state `cow` leaves, after a remount
+    Verify,
+    /// Errno and permission behaviour
+    Posix,
 }
 
 fn main() -> Result<()> {
@@ -39,12 +62,35 @@ fn main() -> Result<()> {
             println!("{registry}/demo/debian:12");
             println!("{registry}/demo/debian-app:12");
         }
+        Cmd::PushCow { registry } => {
+            let image = testkit::fscheck::cow_image();
+            rt.block_on(Pusher::new(&registry).image("demo/cow:latest", &image, Format::Oci))?;
+            println!("{registry}/demo/cow:latest");
+        }
         Cmd::PushBusybox { registry } => {
             let image = Image::new(vec![Layer::new(busybox_layer()?, Compression::Gzip)]);
             rt.block_on(Pusher::new(&registry).image("demo/busybox:latest", &image, Format::Oci))?;
             println!("{registry}/demo/busybox:latest");
         }
         Cmd::DebianRootfs => println!("{}", testkit::debian::rootfs()?.display()),
+        Cmd::Walk { dir } => {
+            for line in testkit::fscheck::walk(&dir)? {
+                println!("{line}");
+            }
+        }
+        Cmd::Fscheck {
+            suite,
+            dir,
+            unprivileged,
+        } => {
+            use testkit::fscheck;
+            let n = match suite {
+                Suite::Cow => fscheck::cow(&dir, !unprivileged)?,
+                Suite::Verify => fscheck::verify(&dir, !unprivileged)?,
+                Suite::Posix => fscheck::posix(&dir)?,
+            };
+            println!("{n} checks passed");
+        }
     }
     Ok(())
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod fuse;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,362 @@
+//! lazyfs against real FUSE mounts: the merged tree compared with umoci's unpack, every
+//! copy-on-write operation as root and as an unprivileged user (persisting across remounts),
+//! the POSIX errno suite, and the mount command's errors.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::fuse::{self, Mounted, TestUser};
+use common::*;
+use std::path::Path;
+
+/// An image exercising the layer rules: changed, deleted and replaced entries, an opaque
+/// directory, hardlinks within and across layers, special files, owners and xattrs.
+fn tree_image() -> Image {
+    let l1 = LayerBuilder::new()
+        .dir("etc", 0o755)
+        .file("etc/changed", b"v1", 0o644)
+        .file("etc/deleted", b"gone", 0o644)
+        .file("etc/shadow", b"secret", 0o640)
+        .file("etc/suid", b"s", 0o4755)
+        .symlink("etc/link", "changed")
+        .hardlink("etc/changed-hl", "etc/changed")
+        .file("etc/keep", b"keep", 0o600)
+        .hardlink("etc/keep-hl", "etc/keep")
+        .file_with_pax(
+            "etc/xattrs",
+            b"x",
+            0o644,
+            &[("SCHILY.xattr.user.origin", b"l1")],
+        )
+        .dir("opq", 0o755)
+        .file("opq/old1", b"1", 0o644)
+        .dir("opq/olddir", 0o755)
+        .file("opq/olddir/f", b"f", 0o644)
+        .dir("wdir", 0o755)
+        .file("wdir/f", b"f", 0o644)
+        .dir("to-symlink", 0o755)
+        .file("to-symlink/f", b"f", 0o644)
+        .file("to-dir", b"file", 0o644)
+        .dir("dev", 0o755)
+        .char_device("dev/null", 1, 3)
+        .fifo("dev/fifo")
+        .owner(1000, 1000)
+        .dir("home", 0o750)
+        .file("home/user-file", b"mine", 0o600)
+        .finish();
+    let l2 = LayerBuilder::new()
+        .file("etc/changed", b"version two", 0o600)
+        .whiteout("etc/deleted")
+        .whiteout("wdir")
+        .opaque("opq")
+        .file("opq/new", b"new", 0o644)
+        .hardlink("etc/keep-hl2", "etc/keep")
+        .symlink("to-symlink", "/etc")
+        .dir("to-dir", 0o700)
+        .file("to-dir/inside", b"in", 0o644)
+        .finish();
+    Image::new(vec![
+        Layer::new(l1, Compression::Gzip),
+        // umoci unpacks gzip layers only.
+        Layer::new(l2, Compression::Gzip),
+    ])
+}
+
+fn pushed(reg: &TestRegistry, name: &str, image: &Image) -> String {
+    rt().block_on(Pusher::new(&reg.addr).image(name, image, Format::Oci))
+        .unwrap();
+    format!("{}/{name}", reg.addr)
+}
+
+fn mkdir(p: &Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(p).unwrap();
+    p.to_owned()
+}
+
+#[test]
+fn merged_tree_matches_umoci_unpack_as_root_and_as_a_user() {
+    if !is_root() {
+        eprintln!("skipped: umoci unpack keeps owners only as root");
+        return;
+    }
+    let reg = TestRegistry::start().unwrap();
+    let name = pushed(&reg, "tree/img:1", &tree_image());
+    let work = tempfile::tempdir().unwrap();
+    let reference = fuse::walk(
+        None,
+        &fuse::umoci_unpack(&reg.addr, "tree/img:1", work.path()),
+    );
+    assert!(
+        reference.len() >= 20,
+        "umoci tree too small: {reference:#?}"
+    );
+
+    let env = Env::new();
+    env.ok(&["pull", &name]);
+    let mnt = mkdir(&work.path().join("mnt"));
+    let m = Mounted::new(None, env.root(), &name, &mnt, &["--read-only"]);
+    let ours = fuse::walk(None, &mnt);
+    assert!(ours == reference, "{}", fuse::diff(&ours, &reference));
+    m.unmount();
+
+    let user = TestUser::get().unwrap();
+    let home = user.dir();
+    let root = home.path().join("store");
+    let mnt = mkdir(&home.path().join("mnt"));
+    std::os::unix::fs::chown(&mnt, Some(user.uid), Some(user.gid)).unwrap();
+    // Pulled by the mount itself, as the user.
+    let m = Mounted::new(Some(&user), &root, &name, &mnt, &[]);
+    let theirs = fuse::walk(Some(&user), &mnt);
+    // What the user may not read or list is compared by everything but the content.
+    let unreadable: Vec<&String> = theirs.iter().filter(|l| l.ends_with(" sha=-")).collect();
+    assert_eq!(
+        unreadable.len(),
+        5,
+        "unreadable for the user: {unreadable:#?}"
+    );
+    let expected: Vec<String> = reference
+        .iter()
+        .filter(|l| !l.starts_with("home/") && !l.starts_with("to-dir/"))
+        .map(|l| {
+            let head = l.split(" sha=").next().unwrap_or(l);
+            match unreadable
+                .iter()
+                .find(|u| u.split(" sha=").next() == Some(head))
+            {
+                Some(u) => (*u).clone(),
+                None => l.clone(),
+            }
+        })
+        .collect();
+    let theirs: Vec<String> = theirs
+        .into_iter()
+        .filter(|l| !l.starts_with("home/") && !l.starts_with("to-dir/"))
+        .collect();
+    assert!(theirs == expected, "{}", fuse::diff(&theirs, &expected));
+    drop(m);
+}
+
+#[test]
+fn copy_on_write_as_root_persists_across_remount() {
+    if !is_root() {
+        eprintln!("skipped: needs root (the rootless variant runs as a created user)");
+        return;
+    }
+    let reg = TestRegistry::start().unwrap();
+    let name = pushed(&reg, "cow/img:1", &testkit::fscheck::cow_image());
+    let env = Env::new();
+    env.ok(&["pull", &name]);
+    let work = tempfile::tempdir().unwrap();
+    let mnt = mkdir(&work.path().join("mnt"));
+    let upper = work.path().join("upper");
+    let up = upper.display().to_string();
+    let m = Mounted::new(None, env.root(), &name, &mnt, &["--upper", &up]);
+    testkit::fscheck::cow(&mnt, true).unwrap();
+    m.unmount();
+    assert_objects_intact(env.root());
+    // The upper directory is an OCI changeset: whiteouts, and an opaque marker where a deleted
+    // image directory was made again.
+    assert!(upper.join("data/.wh..wh..opq").exists());
+    assert!(upper.join("etc/.wh.link").exists() || upper.join(".wh.old").exists());
+    assert!(!upper.join(".wh..lazyfs.work").exists());
+    let m = Mounted::new(None, env.root(), &name, &mnt, &["--upper", &up]);
+    testkit::fscheck::verify(&mnt, true).unwrap();
+    m.unmount();
+    assert_objects_intact(env.root());
+}
+
+#[test]
+fn copy_on_write_as_an_unprivileged_user_persists_across_remount() {
+    let Some(user) = TestUser::get() else {
+        return;
+    };
+    let reg = TestRegistry::start().unwrap();
+    let name = pushed(&reg, "cow/img:1", &testkit::fscheck::cow_image());
+    let home = user.dir();
+    let root = home.path().join("store");
+    let mnt = home.path().join("mnt");
+    let upper = home.path().join("upper");
+    let pull = vec![
+        "--root".into(),
+        root.display().to_string(),
+        "pull".into(),
+        name.clone(),
+    ];
+    fuse::ok(fuse::tool(Some(&user), "lazyrun", &pull));
+    std::fs::create_dir(&mnt).unwrap();
+    std::os::unix::fs::chown(&mnt, Some(user.uid), Some(user.gid)).unwrap();
+    let maps = user.ns_maps();
+    let mut args: Vec<&str> = vec!["--upper", upper.to_str().unwrap()];
+    args.extend(maps.iter().map(String::as_str));
+    // The checks run as root of a user namespace mapped like the mount, as a rootless
+    // container would.
+    let in_ns = |suite: &str| {
+        let mut c = std::process::Command::new("runuser");
+        c.args([
+            "-u",
+            &user.name,
+            "--",
+            "unshare",
+            "--map-auto",
+            "--map-root-user",
+        ])
+        .arg(fuse::bin_dir().join("lazyrun-testkit"))
+        .args(["fscheck", suite])
+        .arg(&mnt)
+        .arg("--unprivileged");
+        fuse::ok(c)
+    };
+    let m = Mounted::new(Some(&user), &root, &name, &mnt, &args);
+    in_ns("cow");
+    m.unmount();
+    // Ownership the user could not give is recorded on the upper file, not on the inode.
+    let meta = std::fs::metadata(upper.join("etc/owned")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.uid(), user.uid);
+    let m = Mounted::new(Some(&user), &root, &name, &mnt, &args);
+    in_ns("verify");
+    m.unmount();
+    assert_objects_intact(&root);
+}
+
+#[test]
+fn posix_errors_and_permissions_as_root() {
+    if !is_root() {
+        eprintln!("skipped: the suite switches filesystem uids, which needs root");
+        return;
+    }
+    let reg = TestRegistry::start().unwrap();
+    let name = pushed(&reg, "cow/img:1", &testkit::fscheck::cow_image());
+    let env = Env::new();
+    env.ok(&["pull", &name]);
+    let work = tempfile::tempdir().unwrap();
+    let mnt = mkdir(&work.path().join("mnt"));
+    let m = Mounted::new(None, env.root(), &name, &mnt, &[]);
+    let n = testkit::fscheck::posix(&mnt).unwrap();
+    assert!(n > 50, "only {n} checks ran");
+    m.unmount();
+    assert_objects_intact(env.root());
+}
+
+#[test]
+fn posix_errors_and_permissions_as_a_user_namespace_root() {
+    let Some(user) = TestUser::get() else {
+        return;
+    };
+    let reg = TestRegistry::start().unwrap();
+    let name = pushed(&reg, "cow/img:1", &testkit::fscheck::cow_image());
+    let home = user.dir();
+    let root = home.path().join("store");
+    let mnt = home.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    std::os::unix::fs::chown(&mnt, Some(user.uid), Some(user.gid)).unwrap();
+    let maps = user.ns_maps();
+    // The suite acts as other uids of the namespace too; they get in only with allow_other.
+    let mut args: Vec<&str> = maps.iter().map(String::as_str).collect();
+    args.push("--allow-other");
+    let m = Mounted::new(Some(&user), &root, &name, &mnt, &args);
+    let mut c = std::process::Command::new("runuser");
+    c.args([
+        "-u",
+        &user.name,
+        "--",
+        "unshare",
+        "--map-auto",
+        "--map-root-user",
+    ])
+    .arg(fuse::bin_dir().join("lazyrun-testkit"))
+    .args(["fscheck", "posix"])
+    .arg(&mnt);
+    let out = fuse::ok(c);
+    assert!(out.contains("checks passed"), "{out}");
+    m.unmount();
+}
+
+#[test]
+fn mount_errors_are_one_line_and_leave_nothing_behind() {
+    let reg = TestRegistry::start().unwrap();
+    let name = pushed(&reg, "cow/img:1", &testkit::fscheck::cow_image());
+    let env = Env::new();
+    env.ok(&["pull", &name]);
+    let work = tempfile::tempdir().unwrap();
+    let lazyfs = |args: &[&str]| {
+        let mut a = vec!["--root".to_owned(), env.root().display().to_string()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        fuse::run(&mut fuse::tool(None, "lazyfs", &a))
+    };
+    let fails = |args: &[&str], want: &str| {
+        let out = lazyfs(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    };
+    let missing = work.path().join("missing");
+    fails(
+        &["mount", &name, missing.to_str().unwrap()],
+        "does not exist",
+    );
+    let full = mkdir(&work.path().join("full"));
+    std::fs::write(full.join("x"), b"").unwrap();
+    fails(&["mount", &name, full.to_str().unwrap()], "not empty");
+    let file = work.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    fails(&["mount", &name, file.to_str().unwrap()], "not a directory");
+    let mnt = mkdir(&work.path().join("mnt"));
+    let unknown = format!("{}/no/such:1", reg.addr);
+    fails(&["mount", &unknown, mnt.to_str().unwrap()], "no/such");
+    fails(
+        &["mount", &name, mnt.to_str().unwrap(), "--uid-map", "0:1"],
+        "CONTAINER:HOST:SIZE",
+    );
+    fails(&["umount", mnt.to_str().unwrap()], "not a lazyfs mount");
+    assert!(!lazyfs(&["mount", "--help"]).stdout.is_empty());
+
+    // rmi refuses an image in use; the server ends on umount.
+    let m = Mounted::new(None, env.root(), &name, &mnt, &[]);
+    let err = env.fails(&["rmi", &name]);
+    assert!(err.contains("in use"), "{err}");
+    let pids = server_pids(&mnt);
+    assert_eq!(pids.len(), 1, "one server per mount: {pids:?}");
+    m.unmount();
+    assert!(
+        !Path::new(&format!("/proc/{}", pids[0])).exists(),
+        "server still running after umount"
+    );
+    assert!(std::fs::read_dir(&mnt).unwrap().next().is_none());
+    // A server killed outright leaves a dead mount: mount says so, umount clears it.
+    let m = Mounted::new(None, env.root(), &name, &mnt, &[]);
+    let pid = server_pids(&mnt)[0];
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    fails(&["mount", &name, mnt.to_str().unwrap()], "lazyfs umount");
+    m.unmount();
+    env.ok(&["rmi", &name]);
+    assert_objects_intact(env.root());
+}
+
+/// Pids of lazyfs servers whose command line names `mnt`.
+fn server_pids(mnt: &Path) -> Vec<i32> {
+    let want = mnt.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmd
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a == "--daemon-child") && args.iter().any(|a| *a == want) {
+            out.push(pid);
+        }
+    }
+    out
+}
