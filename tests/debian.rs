@@ -87,3 +87,86 @@ fn debian_images_end_to_end() {
     );
     assert!(env.store().objects().list().unwrap().is_empty());
 }
+
+/// The done-when scenario of lazyfs: a Debian-based multi-layer image mounted by an
+/// unprivileged user shows the tree umoci unpacks, is writable, and keeps changes across
+/// a remount.
+#[test]
+fn lazyfs_serves_debian_to_a_user_like_umoci_unpacks_it() {
+    use common::fuse::{self, Mounted, TestUser};
+    if !is_root() {
+        eprintln!("skipped: building the Debian rootfs needs root (debootstrap)");
+        return;
+    }
+    let rootfs = testkit::debian::rootfs().expect("debootstrap rootfs");
+    let (_, app) = testkit::debian::images(&rootfs).unwrap();
+    let reg = TestRegistry::start().unwrap();
+    rt().block_on(Pusher::new(&reg.addr).image("demo/debian-app:12", &app, Format::Docker))
+        .unwrap();
+    let name = format!("{}/demo/debian-app:12", reg.addr);
+    let work = tempfile::tempdir().unwrap();
+    let reference = fuse::walk(
+        None,
+        &fuse::umoci_unpack(&reg.addr, "demo/debian-app:12", work.path()),
+    );
+    assert!(
+        reference.len() > 3000,
+        "umoci gave {} entries",
+        reference.len()
+    );
+
+    // As root, through passthrough: identical, every file read.
+    let env = Env::new();
+    env.ok(&["pull", &name]);
+    let mnt = work.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let m = Mounted::new(None, env.root(), &name, &mnt, &["--read-only"]);
+    let ours = fuse::walk(None, &mnt);
+    assert!(ours == reference, "{}", fuse::diff(&ours, &reference));
+    m.unmount();
+
+    // As a user (who pulls it through the mount): identical as far as the user may look.
+    let user = TestUser::get().unwrap();
+    let home = user.dir();
+    let root = home.path().join("store");
+    let mnt = home.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    std::os::unix::fs::chown(&mnt, Some(user.uid), Some(user.gid)).unwrap();
+    let m = Mounted::new(Some(&user), &root, &name, &mnt, &["--read-only"]);
+    let theirs = fuse::walk(Some(&user), &mnt);
+    let expected = fuse::as_seen_by_other(&reference);
+    assert!(theirs == expected, "{}", fuse::diff(&theirs, &expected));
+    m.unmount();
+
+    // Writable and persistent: image root shown as the user, so the user may change anything.
+    let upper = home.path().join("upper");
+    let (uid_map, gid_map) = (format!("0:{}:1", user.uid), format!("0:{}:1", user.gid));
+    let args = [
+        "--upper",
+        upper.to_str().unwrap(),
+        "--uid-map",
+        &uid_map,
+        "--gid-map",
+        &gid_map,
+    ];
+    let script = "set -e; cd \"$1\"; echo lazyhost > etc/hostname; mkdir -p opt/new; \
+                  echo x > opt/new/file; rm -r usr/share/man; mv usr/share/doc usr/share/doc2; \
+                  chmod 700 srv/app/hello.sh; ln -s opt/new/file link";
+    let m = Mounted::new(Some(&user), &root, &name, &mnt, &args);
+    let mut c = std::process::Command::new("runuser");
+    c.args(["-u", &user.name, "--", "sh", "-c", script, "sh"])
+        .arg(&mnt);
+    fuse::ok(c);
+    m.unmount();
+    let _m = Mounted::new(Some(&user), &root, &name, &mnt, &args);
+    let check = "set -e; cd \"$1\"; test \"$(cat etc/hostname)\" = lazyhost; \
+                 test \"$(cat link)\" = x; test ! -e usr/share/man; test ! -e usr/share/doc; \
+                 test -f usr/share/doc2/bash/copyright; test \"$(stat -c %a srv/app/hello.sh)\" = 700; \
+                 test \"$(stat -c %u etc/passwd)\" = \"$(id -u)\"; echo persisted";
+    let mut c = std::process::Command::new("runuser");
+    c.args(["-u", &user.name, "--", "sh", "-c", check, "sh"])
+        .arg(&mnt);
+    assert!(fuse::ok(c).contains("persisted"));
+    drop(_m);
+    assert_objects_intact(&root);
+}

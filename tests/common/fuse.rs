@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The unprivileged user rootless tests run as (created on first use; root only).
 #[derive(Debug, Clone)]
@@ -165,22 +165,24 @@ pub fn ok(mut c: Command) -> String {
 
 /// Runs a command with a time limit (a hung mount must fail the test, not hang it).
 pub fn run(c: &mut Command) -> Output {
-    let mut child = c
+    let child = c
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(600)) {
+        Ok(out) => out.expect("output"),
+        Err(_) => {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
             panic!("{c:?} timed out");
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -273,4 +275,34 @@ pub fn diff(a: &[String], b: &[String]) -> String {
     let only_a: Vec<&String> = a.iter().filter(|l| !b.contains(l)).collect();
     let only_b: Vec<&String> = b.iter().filter(|l| !a.contains(l)).collect();
     format!("only in first: {only_a:#?}\nonly in second: {only_b:#?}")
+}
+
+/// What a user who owns nothing in the tree can see of a walk taken as root: files without
+/// "other" read permission show `sha=-`, and nothing below a directory without "other" r-x.
+pub fn as_seen_by_other(reference: &[String]) -> Vec<String> {
+    let mode = |line: &str| -> u32 {
+        line.split(' ')
+            .find_map(|f| f.strip_prefix("mode="))
+            .and_then(|m| u32::from_str_radix(m, 8).ok())
+            .unwrap_or(0)
+    };
+    let mut hidden: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for line in reference {
+        let path = line.split(' ').next().unwrap_or("");
+        if hidden.iter().any(|h| path.starts_with(h.as_str())) {
+            continue;
+        }
+        let kind = line.split(' ').nth(1).unwrap_or("");
+        if kind == "dir" && mode(line) & 0o005 != 0o005 {
+            hidden.push(format!("{path}/"));
+        }
+        if kind == "file" && mode(line) & 0o004 == 0 {
+            let head = line.split(" sha=").next().unwrap_or(line);
+            out.push(format!("{head} sha=-"));
+        } else {
+            out.push(line.clone());
+        }
+    }
+    out
 }
