@@ -334,7 +334,7 @@ fn server_pids(mnt: &Path) -> Vec<i32> {
             .split(|&b| b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.iter().any(|a| a == "--daemon-child") && args.iter().any(|a| *a == want) {
+        if args.iter().any(|a| a == "--daemon-child") && args.contains(&want) {
             out.push(pid);
         }
     }

@@ -163,7 +163,7 @@ fn start_server(g: &crate::Global, mnt: &Path) -> anyhow::Result<()> {
     BufReader::new(out).read_line(&mut line)?;
     match line.trim_end() {
         "ready" => Ok(()),
-        msg if msg.is_empty() => {
+        "" => {
             let status = child.wait()?;
             bail!(
                 "the lazyfs server for {} exited before the mount was ready ({status})",
