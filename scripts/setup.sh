@@ -3,7 +3,7 @@
 # Usage: scripts/setup.sh [extra Debian packages...]
 set -euo pipefail
 
-need=(docker-registry apache2-utils busybox-static debootstrap ca-certificates "$@")
+need=(docker-registry apache2-utils busybox-static debootstrap ca-certificates fuse3 skopeo umoci uidmap "$@")
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -70,10 +70,15 @@ pub struct LazyFs {
     /// Passthrough registrations by inode, shared by that inode's open handles.
     pub(crate) backings: Mutex<HashMap<u64, std::sync::Weak<fuser::BackingId>>>,
     pub(crate) ttl: Duration,
+    /// Listings of directories being read, by inode, until their last readdir.
+    listings: Mutex<HashMap<u64, Listing>>,
     scratch: AtomicU64,
 }
 
 pub(crate) const ROOT_INO: u64 = 1;
+
+/// A directory's merged listing: (name, inode, kind), sorted by name.
+pub(crate) type Listing = Arc<Vec<(OsString, u64, Kind)>>;
 
 fn errno(e: i32) -> Error {
     Error::Errno(Errno::from_raw(e))
@@ -138,12 +143,22 @@ impl LazyFs {
             passthrough: AtomicBool::new(false),
             backings: Mutex::default(),
             ttl: opts.ttl,
+            listings: Mutex::default(),
             scratch: AtomicU64::new(0),
         })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn listings(&self) -> MutexGuard<'_, HashMap<u64, Listing>> {
+        self.listings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops a cached listing after the directory changed.
+    pub(crate) fn changed_dir(&self, ino: u64) {
+        self.listings().remove(&ino);
     }
 
     pub(crate) fn upper(&self) -> Result<&Upper> {

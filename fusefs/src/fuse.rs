@@ -17,7 +17,6 @@ use fuser::{
 
 use crate::error::Error;
 use crate::fs::{file_type, LazyFs};
-use crate::handles::Handle;
 use crate::ops::{Caller, NewKind};
 
 const GEN: Generation = Generation(0);
@@ -64,9 +63,7 @@ impl LazyFs {
             return None;
         }
         let h = self.handles.get(fh)?;
-        let Handle::File(f) = &*h else {
-            return None;
-        };
+        let f = &*h;
         let mut backings = self.backings.lock().unwrap_or_else(|p| p.into_inner());
         let existing = backings.get(&f.ino).and_then(std::sync::Weak::upgrade);
         let id = match existing {
@@ -92,8 +89,8 @@ impl LazyFs {
 impl Filesystem for LazyFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         for flag in [
+            // Plus for every readdir: a walk then needs no lookup per entry.
             InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_MAX_PAGES,
@@ -356,27 +353,16 @@ impl Filesystem for LazyFs {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.do_opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(self.fail("opendir", ino.0, None, &e)),
-        }
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // No directory handles: the kernel then skips opendir and releasedir altogether and
+        // keeps listings itself, dropping them when an entry changes through the mount.
+        reply.error(Errno::ENOSYS);
     }
 
-    fn readdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
-        let h = match self.dir_entries(fh.0) {
-            Ok(h) => h,
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let entries = match self.listing(ino.0, offset) {
+            Ok(l) => l,
             Err(e) => return reply.error(self.fail("readdir", ino.0, None, &e)),
-        };
-        let Handle::Dir(d) = &*h else {
-            return reply.error(Errno::ENOTDIR);
         };
         let parent = self.parent_of(ino.0);
         let dots = [
@@ -384,38 +370,34 @@ impl Filesystem for LazyFs {
             (OsStr::new(".."), parent, fuser::FileType::Directory),
         ];
         let all = dots.into_iter().chain(
-            d.entries
+            entries
                 .iter()
                 .map(|(n, i, k)| (n.as_os_str(), *i, file_type(*k))),
         );
+        let mut full = false;
         for (i, (name, child, kind)) in all.enumerate().skip(offset as usize) {
             if reply.add(INodeNo(child), i as u64 + 1, kind, name) {
+                full = true;
                 break;
             }
+        }
+        if !full {
+            self.changed_dir(ino.0);
         }
         reply.ok();
     }
 
-    fn readdirplus(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectoryPlus,
-    ) {
-        let h = match self.dir_entries(fh.0) {
-            Ok(h) => h,
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let entries = match self.listing(ino.0, offset) {
+            Ok(l) => l,
             Err(e) => return reply.error(self.fail("readdirplus", ino.0, None, &e)),
-        };
-        let Handle::Dir(d) = &*h else {
-            return reply.error(Errno::ENOTDIR);
         };
         let parent = self.parent_of(ino.0);
         let dots = [(OsStr::new("."), ino.0), (OsStr::new(".."), parent)];
         let all = dots
             .into_iter()
-            .chain(d.entries.iter().map(|(n, i, _)| (n.as_os_str(), *i)));
+            .chain(entries.iter().map(|(n, i, _)| (n.as_os_str(), *i)));
+        let mut full = false;
         for (i, (name, child)) in all.enumerate().skip(offset as usize) {
             let attr = match self.attr_of(child) {
                 Ok(a) => a,
@@ -425,21 +407,13 @@ impl Filesystem for LazyFs {
                 }
             };
             if reply.add(INodeNo(child), i as u64 + 1, name, &self.ttl, &attr, GEN) {
+                full = true;
                 break;
             }
         }
-        reply.ok();
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.handles.remove(fh.0);
+        if !full {
+            self.changed_dir(ino.0);
+        }
         reply.ok();
     }
 
@@ -523,14 +497,12 @@ impl Filesystem for LazyFs {
         let kind = NewKind::File { flags };
         match self.do_create(who, parent.0, name, mode & !umask & 0o7777, kind) {
             Ok((attr, Some(file))) => {
-                let fh = self
-                    .handles
-                    .insert(Handle::File(crate::handles::FileHandle {
-                        ino: attr.ino.0,
-                        file: Arc::new(file),
-                        writable: true,
-                        backing: Default::default(),
-                    }));
+                let fh = self.handles.insert(crate::handles::FileHandle {
+                    ino: attr.ino.0,
+                    file: Arc::new(file),
+                    writable: true,
+                    backing: Default::default(),
+                });
                 reply.created(&self.ttl, &attr, GEN, FileHandle(fh), FopenFlags::empty());
             }
             Ok((_, None)) => reply.error(Errno::EIO),

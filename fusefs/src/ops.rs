@@ -13,7 +13,7 @@ use nix::errno::Errno;
 
 use crate::error::{Error, Result};
 use crate::fs::{mode, LazyFs, State};
-use crate::handles::{DirHandle, FileHandle, Handle};
+use crate::handles::FileHandle;
 use crate::lower::Kind;
 use crate::upper::{self, Meta};
 
@@ -48,10 +48,7 @@ impl LazyFs {
         match self.attr(&st, ino) {
             Err(e) if e.errno() == libc::ENOENT => {
                 // Unlinked but still open: the handle's descriptor still knows.
-                let h = fh.and_then(|fh| self.handles.get(fh)).ok_or(e)?;
-                let Handle::File(f) = &*h else {
-                    return Err(errno(libc::ENOENT));
-                };
+                let f = fh.and_then(|fh| self.handles.get(fh)).ok_or(e)?;
                 let s = nix::sys::stat::fstat(&*f.file)?;
                 Ok(self.upper_attr(ino, &s, &Meta::default()))
             }
@@ -109,6 +106,7 @@ impl LazyFs {
         perm: u32,
         kind: NewKind<'_>,
     ) -> Result<(FileAttr, Option<File>)> {
+        self.changed_dir(parent);
         let mut st = self.lock();
         let (rel, covers) = self.prepare_new(&mut st, parent, name)?;
         let up = self.upper()?;
@@ -219,6 +217,7 @@ impl LazyFs {
     }
 
     pub(crate) fn do_link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<FileAttr> {
+        self.changed_dir(newparent);
         let mut st = self.lock();
         if self.node(&st, ino)?.kind == Kind::Dir {
             return Err(errno(libc::EPERM));
@@ -233,6 +232,7 @@ impl LazyFs {
     }
 
     pub(crate) fn do_unlink(&self, parent: u64, name: &OsStr, dir: bool) -> Result<()> {
+        self.changed_dir(parent);
         let mut st = self.lock();
         let ino = self.lookup_child(&mut st, parent, name)?;
         let kind = self.node(&st, ino)?.kind;
@@ -287,6 +287,8 @@ impl LazyFs {
         if newname.len() > 255 {
             return Err(errno(libc::ENAMETOOLONG));
         }
+        self.changed_dir(parent);
+        self.changed_dir(newparent);
         let mut st = self.lock();
         let src = self.lookup_child(&mut st, parent, name)?;
         let dst = match self.lookup_child(&mut st, newparent, newname) {
@@ -450,7 +452,7 @@ impl LazyFs {
     }
 
     fn truncate(&self, st: &mut State, ino: u64, size: u64, fh: Option<u64>) -> Result<()> {
-        if let Some(Handle::File(f)) = fh.and_then(|fh| self.handles.get(fh)).as_deref() {
+        if let Some(f) = fh.and_then(|fh| self.handles.get(fh)).as_deref() {
             if f.writable {
                 f.file.set_len(size)?;
                 return Ok(());
@@ -496,12 +498,12 @@ impl LazyFs {
                 .write(write)
                 .custom_flags(flags & (libc::O_SYNC | libc::O_DSYNC) | libc::O_NOFOLLOW);
             let file = open_upper(&path, &o)?;
-            let fh = self.handles.insert(Handle::File(FileHandle {
+            let fh = self.handles.insert(FileHandle {
                 ino,
                 file: Arc::new(file),
                 writable: write,
                 backing: Default::default(),
-            }));
+            });
             return Ok((fh, false, None));
         }
         let content: Option<String> = if n.upper {
@@ -511,12 +513,12 @@ impl LazyFs {
                 None => {
                     drop(st);
                     let file = open_upper(&path, OpenOptions::new().read(true))?;
-                    let fh = self.handles.insert(Handle::File(FileHandle {
+                    let fh = self.handles.insert(FileHandle {
                         ino,
                         file: Arc::new(file),
                         writable: false,
                         backing: Default::default(),
-                    }));
+                    });
                     return Ok((fh, true, None));
                 }
             }
@@ -530,20 +532,17 @@ impl LazyFs {
             Some(c) => self.open_content(&c)?,
             None => Arc::new(File::open("/dev/null")?),
         };
-        let fh = self.handles.insert(Handle::File(FileHandle {
+        let fh = self.handles.insert(FileHandle {
             ino,
             file: file.clone(),
             writable: false,
             backing: Default::default(),
-        }));
+        });
         Ok((fh, true, Some(file)))
     }
 
     pub(crate) fn do_read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let h = self.handles.get(fh).ok_or(errno(libc::EBADF))?;
-        let Handle::File(f) = &*h else {
-            return Err(errno(libc::EISDIR));
-        };
+        let f = self.handles.get(fh).ok_or(errno(libc::EBADF))?;
         let mut buf = vec![0u8; size as usize];
         let mut got = 0;
         while got < buf.len() {
@@ -559,10 +558,7 @@ impl LazyFs {
     }
 
     pub(crate) fn do_write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
-        let h = self.handles.get(fh).ok_or(errno(libc::EBADF))?;
-        let Handle::File(f) = &*h else {
-            return Err(errno(libc::EISDIR));
-        };
+        let f = self.handles.get(fh).ok_or(errno(libc::EBADF))?;
         if !f.writable {
             return Err(errno(libc::EBADF));
         }
@@ -571,24 +567,19 @@ impl LazyFs {
     }
 
     pub(crate) fn do_fsync(&self, fh: u64, datasync: bool) -> Result<()> {
-        let h = self.handles.get(fh).ok_or(errno(libc::EBADF))?;
-        if let Handle::File(f) = &*h {
-            if f.writable {
-                if datasync {
-                    f.file.sync_data()?;
-                } else {
-                    f.file.sync_all()?;
-                }
+        let f = self.handles.get(fh).ok_or(errno(libc::EBADF))?;
+        if f.writable {
+            if datasync {
+                f.file.sync_data()?;
+            } else {
+                f.file.sync_all()?;
             }
         }
         Ok(())
     }
 
     pub(crate) fn do_fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
-        let h = self.handles.get(fh).ok_or(errno(libc::EBADF))?;
-        let Handle::File(f) = &*h else {
-            return Err(errno(libc::EISDIR));
-        };
+        let f = self.handles.get(fh).ok_or(errno(libc::EBADF))?;
         if !f.writable {
             return Err(errno(libc::EBADF));
         }
@@ -601,18 +592,20 @@ impl LazyFs {
         Ok(())
     }
 
-    pub(crate) fn do_opendir(&self, ino: u64) -> Result<u64> {
-        let mut st = self.lock();
-        let entries = self.list_dir(&mut st, ino)?;
-        Ok(self.handles.insert(Handle::Dir(DirHandle { entries })))
-    }
-
-    pub(crate) fn dir_entries(&self, fh: u64) -> Result<Arc<Handle>> {
-        let h = self.handles.get(fh).ok_or(errno(libc::EBADF))?;
-        match &*h {
-            Handle::Dir(_) => Ok(h),
-            Handle::File(_) => Err(errno(libc::ENOTDIR)),
+    /// The listing of a directory for a readdir at `offset`: taken afresh at offset 0, reused
+    /// for the following calls of the same pass so offsets stay stable.
+    pub(crate) fn listing(&self, ino: u64, offset: u64) -> Result<crate::fs::Listing> {
+        if offset > 0 {
+            if let Some(l) = self.listings().get(&ino) {
+                return Ok(l.clone());
+            }
         }
+        let entries = {
+            let mut st = self.lock();
+            Arc::new(self.list_dir(&mut st, ino)?)
+        };
+        self.listings().insert(ino, entries.clone());
+        Ok(entries)
     }
 
     pub(crate) fn attr_of(&self, ino: u64) -> Result<FileAttr> {

@@ -115,6 +115,20 @@ fn xattr_names(path: &Path) -> Vec<String> {
     }
 }
 
+/// `len` bytes that do not compress (xorshift), the same every time.
+pub fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 /// Bytes of the large file in [`cow_image`]: 3 MiB of a repeating pattern.
 pub fn big_data() -> Vec<u8> {
     (0..3 << 20).map(|i: u32| (i % 251) as u8).collect()

@@ -4,6 +4,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use testkit::build::{busybox_layer, Compression, Format, Image, Layer, Pusher};
+use testkit::LayerBuilder;
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +25,9 @@ enum Cmd {
     PushBusybox { registry: String },
     /// Push the copy-on-write check image: REGISTRY/demo/cow:latest
     PushCow { registry: String },
+    /// Push benchmark images: REGISTRY/demo/bigfile:1 (one 512 MiB file, uncompressed layer)
+    /// and REGISTRY/demo/many:1 (10,000 small files in 100 directories)
+    PushBench { registry: String },
     /// Print the Debian rootfs directory, creating it first if needed
     DebianRootfs,
     /// Print one line per entry below DIR (kind, mode, owner, size, mtime, target, content hash)
@@ -66,6 +70,27 @@ fn main() -> Result<()> {
             let image = testkit::fscheck::cow_image();
             rt.block_on(Pusher::new(&registry).image("demo/cow:latest", &image, Format::Oci))?;
             println!("{registry}/demo/cow:latest");
+        }
+        Cmd::PushBench { registry } => {
+            let push = Pusher::new(&registry);
+            let big = testkit::fscheck::noise(512 << 20);
+            let layer = LayerBuilder::new().file("big", &big, 0o644).finish();
+            drop(big);
+            let image = Image::new(vec![Layer::new(layer, Compression::None)]);
+            rt.block_on(push.image("demo/bigfile:1", &image, Format::Oci))?;
+            drop(image);
+            let mut b = LayerBuilder::new();
+            for d in 0..100 {
+                b = b.dir(&format!("d{d:03}"), 0o755);
+                for f in 0..100 {
+                    let body = format!("file {d}/{f}\n").repeat(1 + (f % 7));
+                    b = b.file(&format!("d{d:03}/f{f:03}"), body.as_bytes(), 0o644);
+                }
+            }
+            let image = Image::new(vec![Layer::new(b.finish(), Compression::Gzip)]);
+            rt.block_on(push.image("demo/many:1", &image, Format::Oci))?;
+            println!("{registry}/demo/bigfile:1");
+            println!("{registry}/demo/many:1");
         }
         Cmd::PushBusybox { registry } => {
             let image = Image::new(vec![Layer::new(busybox_layer()?, Compression::Gzip)]);
