@@ -359,7 +359,14 @@ impl Filesystem for LazyFs {
         reply.error(Errno::ENOSYS);
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let entries = match self.listing(ino.0, offset) {
             Ok(l) => l,
             Err(e) => return reply.error(self.fail("readdir", ino.0, None, &e)),
@@ -387,7 +394,14 @@ impl Filesystem for LazyFs {
         reply.ok();
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let entries = match self.listing(ino.0, offset) {
             Ok(l) => l,
             Err(e) => return reply.error(self.fail("readdirplus", ino.0, None, &e)),

@@ -6,7 +6,6 @@ use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-
 /// An open file: the descriptor reads and writes go to, and the passthrough registration that
 /// must live as long as the kernel may use it.
 #[derive(Debug)]

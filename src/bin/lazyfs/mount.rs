@@ -43,6 +43,9 @@ pub struct Args {
     /// Serve every read through the server, even where the kernel could read the store directly
     #[arg(long)]
     no_passthrough: bool,
+    /// Threads serving requests
+    #[arg(long, default_value_t = fusefs::Options::default().threads, value_name = "N")]
+    threads: usize,
     /// Serve in the foreground until unmounted or interrupted
     #[arg(long)]
     foreground: bool,
@@ -261,6 +264,7 @@ fn prepare_and_mount(
         (Some(u), _) => (Some(u.clone()), None),
         (None, true) => (None, None),
         (None, false) => {
+            clean_volatile(&g.root.join("volatile"));
             let dir = g.root.join("volatile").join(pid.to_string());
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)?;
@@ -276,6 +280,7 @@ fn prepare_and_mount(
         allow_other: a.allow_other || nix::unistd::geteuid().is_root(),
         fsname: format!("lazyfs:{pid}"),
         passthrough: !a.no_passthrough,
+        threads: a.threads,
         ..fusefs::Options::default()
     };
     let fs =
@@ -297,6 +302,23 @@ fn prepare_and_mount(
         )
     })?;
     Ok((session, volatile, prepared.hold))
+}
+
+/// Removes throwaway upper directories of servers that are gone (killed outright).
+fn clean_volatile(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let alive = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Lower contents stay open between reads; let the process hold as many as it may.
