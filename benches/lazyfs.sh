@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # lazyfs benchmark, against the same tree on the local disk (umoci unpack) and fuse-overlayfs
 # over that tree, all in one run on one machine. Run as root. RUNS=N (default 7).
-#   read: sequential read of a 512 MiB file already in the page cache (dd bs=1M)
+#   read: sequential read of a 512 MiB file already in the page cache (dd bs=1M), and the
+#         same after dropping every cache (so it comes from the disk, through the server
+#         unless passthrough)
 #   walk: find + stat of every entry of the Debian image (about 7,000 entries); "cold" means
 #         a fresh mount for FUSE and dropped dentries/inodes for the local disk, "warm" means
 #         walked just before
@@ -84,6 +86,16 @@ for r in $(seq "$RUNS"); do
   timeit read-lazyfs-user readall "$m/big-user/big"
   timeit read-ovl readall "$m/big-ovl/big"
 done
+for r in $(seq "$RUNS"); do
+  for k in local lazyfs lazyfs-nopt lazyfs-user; do
+    case $k in
+      local) f=$local_big/big ;; lazyfs) f=$m/big-root/big ;;
+      lazyfs-nopt) f=$m/big-nopt/big ;; lazyfs-user) f=$m/big-user/big ;;
+    esac
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    timeit "cold-$k" readall "$f"
+  done
+done
 # Dropping dentries (below) evicts idle FUSE inodes and their cached pages: reads go first.
 for r in $(seq "$RUNS"); do
   drop_dcache; timeit walk-cold-local walk "$local_deb"
@@ -107,7 +119,8 @@ entries=$(find "$local_deb" | wc -l)
 python3 - "$RUNS" "$entries" "$files" "$hwm" \
   "${t[read-local]}" "${t[read-lazyfs]}" "${t[read-lazyfs-nopt]}" "${t[read-lazyfs-user]}" "${t[read-ovl]}" \
   "${t[walk-cold-local]}" "${t[walk-cold-lazyfs]}" "${t[walk-cold-ovl]}" \
-  "${t[walk-warm-local]}" "${t[walk-warm-lazyfs]}" "${t[walk-warm-ovl]}" <<'PY'
+  "${t[walk-warm-local]}" "${t[walk-warm-lazyfs]}" "${t[walk-warm-ovl]}" \
+  "${t[cold-local]}" "${t[cold-lazyfs]}" "${t[cold-lazyfs-nopt]}" "${t[cold-lazyfs-user]}" <<'PY'
 import statistics as st, sys
 runs, entries, files, hwm = sys.argv[1:5]
 d = [[float(x) for x in a.split()] for a in sys.argv[5:]]
@@ -125,6 +138,11 @@ names = ["local disk (umoci unpack)", "lazyfs, root (passthrough)", "lazyfs, roo
          "lazyfs, unprivileged user", "fuse-overlayfs over the local tree"]
 for n, xs in zip(names, d[0:5]):
     row(n, xs, d[0], True)
+print(f"\nSequential read of the same file after dropping all caches (from disk), {runs} runs each")
+print("| path | median | min-max | vs local disk |\n|---|---|---|---|")
+for n, xs in zip(["local disk", "lazyfs, root (passthrough)", "lazyfs, root, --no-passthrough",
+                  "lazyfs, unprivileged user"], d[11:15]):
+    row(n, xs, d[11], True)
 print(f"\nfind + stat of the Debian image ({entries} entries), {runs} runs each")
 print("| tree | median | min-max | vs local disk |\n|---|---|---|---|")
 for n, xs, base in [("local disk, cold dentries", d[5], d[5]), ("lazyfs, fresh mount", d[6], d[5]),

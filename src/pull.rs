@@ -64,6 +64,25 @@ impl Default for PullOptions {
     }
 }
 
+impl PullOptions {
+    /// Options from a command line: `os/arch[/variant]` (the host's when absent) and the
+    /// registries to reach over plain HTTP.
+    pub fn from_args(
+        platform: Option<&str>,
+        insecure: &[String],
+    ) -> std::result::Result<PullOptions, crate::manifest::ManifestError> {
+        Ok(PullOptions {
+            platform: match platform {
+                Some(p) => Platform::parse(p)?,
+                None => Platform::host(),
+            },
+            registry: RegistryOptions {
+                insecure: insecure.to_vec(),
+            },
+        })
+    }
+}
+
 /// Receives progress as layers are fetched; the CLI draws bars from it.
 pub trait Progress: Send + Sync {
     /// A layer of `size` compressed bytes is about to be fetched.

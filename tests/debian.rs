@@ -127,11 +127,7 @@ fn lazyfs_serves_debian_to_a_user_like_umoci_unpacks_it() {
 
     // As a user (who pulls it through the mount): identical as far as the user may look.
     let user = TestUser::get().unwrap();
-    let home = user.dir();
-    let root = home.path().join("store");
-    let mnt = home.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    std::os::unix::fs::chown(&mnt, Some(user.uid), Some(user.gid)).unwrap();
+    let (home, root, mnt) = user.workdir();
     let m = Mounted::new(Some(&user), &root, &name, &mnt, &["--read-only"]);
     let theirs = fuse::walk(Some(&user), &mnt);
     let expected = fuse::as_seen_by_other(&reference);

@@ -101,10 +101,7 @@ fn merged_tree_matches_umoci_unpack_as_root_and_as_a_user() {
     m.unmount();
 
     let user = TestUser::get().unwrap();
-    let home = user.dir();
-    let root = home.path().join("store");
-    let mnt = mkdir(&home.path().join("mnt"));
-    std::os::unix::fs::chown(&mnt, Some(user.uid), Some(user.gid)).unwrap();
+    let (_home, root, mnt) = user.workdir();
     // Pulled by the mount itself, as the user.
     let m = Mounted::new(Some(&user), &root, &name, &mnt, &[]);
     let theirs = fuse::walk(Some(&user), &mnt);
@@ -153,9 +150,7 @@ fn copy_on_write_as_an_unprivileged_user_persists_across_remount() {
     };
     let reg = TestRegistry::start().unwrap();
     let name = pushed(&reg, "cow/img:1", &testkit::fscheck::cow_image());
-    let home = user.dir();
-    let root = home.path().join("store");
-    let mnt = home.path().join("mnt");
+    let (home, root, mnt) = user.workdir();
     let upper = home.path().join("upper");
     let pull = vec![
         "--root".into(),
@@ -164,29 +159,10 @@ fn copy_on_write_as_an_unprivileged_user_persists_across_remount() {
         name.clone(),
     ];
     fuse::ok(fuse::tool(Some(&user), "lazyrun", &pull));
-    std::fs::create_dir(&mnt).unwrap();
-    std::os::unix::fs::chown(&mnt, Some(user.uid), Some(user.gid)).unwrap();
     let maps = user.ns_maps();
     let mut args: Vec<&str> = vec!["--upper", upper.to_str().unwrap()];
     args.extend(maps.iter().map(String::as_str));
-    // The checks run as root of a user namespace mapped like the mount, as a rootless
-    // container would.
-    let in_ns = |suite: &str| {
-        let mut c = std::process::Command::new("runuser");
-        c.args([
-            "-u",
-            &user.name,
-            "--",
-            "unshare",
-            "--map-auto",
-            "--map-root-user",
-        ])
-        .arg(fuse::bin_dir().join("lazyrun-testkit"))
-        .args(["fscheck", suite])
-        .arg(&mnt)
-        .arg("--unprivileged");
-        fuse::ok(c)
-    };
+    let in_ns = |suite: &str| in_user_ns(&user, suite, &mnt, &["--unprivileged"]);
     let m = Mounted::new(Some(&user), &root, &name, &mnt, &args);
     in_ns("cow");
     m.unmount();
@@ -226,29 +202,13 @@ fn posix_errors_and_permissions_as_a_user_namespace_root() {
     };
     let reg = TestRegistry::start().unwrap();
     let name = pushed(&reg, "cow/img:1", &testkit::fscheck::cow_image());
-    let home = user.dir();
-    let root = home.path().join("store");
-    let mnt = home.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    std::os::unix::fs::chown(&mnt, Some(user.uid), Some(user.gid)).unwrap();
+    let (_home, root, mnt) = user.workdir();
     let maps = user.ns_maps();
     // The suite acts as other uids of the namespace too; they get in only with allow_other.
     let mut args: Vec<&str> = maps.iter().map(String::as_str).collect();
     args.push("--allow-other");
     let m = Mounted::new(Some(&user), &root, &name, &mnt, &args);
-    let mut c = std::process::Command::new("runuser");
-    c.args([
-        "-u",
-        &user.name,
-        "--",
-        "unshare",
-        "--map-auto",
-        "--map-root-user",
-    ])
-    .arg(fuse::bin_dir().join("lazyrun-testkit"))
-    .args(["fscheck", "posix"])
-    .arg(&mnt);
-    let out = fuse::ok(c);
+    let out = in_user_ns(&user, "posix", &mnt, &[]);
     assert!(out.contains("checks passed"), "{out}");
     m.unmount();
 }
@@ -317,6 +277,25 @@ fn mount_errors_are_one_line_and_leave_nothing_behind() {
     m.unmount();
     env.ok(&["rmi", &name]);
     assert_objects_intact(env.root());
+}
+
+/// Runs an fscheck suite as root of the user's namespace (uid 0 the user, 1.. its subordinate
+/// ids), as a rootless container would.
+fn in_user_ns(user: &TestUser, suite: &str, mnt: &Path, extra: &[&str]) -> String {
+    let mut c = std::process::Command::new("runuser");
+    c.args([
+        "-u",
+        &user.name,
+        "--",
+        "unshare",
+        "--map-auto",
+        "--map-root-user",
+    ])
+    .arg(fuse::bin_dir().join("lazyrun-testkit"))
+    .args(["fscheck", suite])
+    .arg(mnt)
+    .args(extra);
+    fuse::ok(c)
 }
 
 /// Pids of lazyfs servers whose command line names `mnt`.

@@ -1,7 +1,7 @@
 //! The FUSE entry points: each calls the matching `do_*` method and replies, or logs the failure
 //! at debug with inode and path and replies its errno. Nothing here can panic.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -17,6 +17,7 @@ use fuser::{
 
 use crate::error::Error;
 use crate::fs::{file_type, LazyFs};
+use crate::lower::Kind;
 use crate::ops::{Caller, NewKind};
 
 const GEN: Generation = Generation(0);
@@ -55,6 +56,31 @@ impl LazyFs {
         match self.do_create(who, parent.0, name, perm, kind) {
             Ok((attr, _)) => reply.entry(&self.ttl, &attr, GEN),
             Err(e) => reply.error(self.fail("create", parent.0, Some(name), &e)),
+        }
+    }
+
+    /// Entries of a directory from `offset` on, "." and ".." first: (offset of the entry after,
+    /// inode, kind, name).
+    fn dir_page(&self, ino: u64, offset: u64) -> Result<Vec<(u64, u64, Kind, OsString)>, Error> {
+        let entries = self.listing(ino, offset)?;
+        let parent = self.parent_of(ino);
+        let dots = [
+            (OsString::from("."), ino, Kind::Dir),
+            (OsString::from(".."), parent, Kind::Dir),
+        ];
+        Ok(dots
+            .into_iter()
+            .chain(entries.iter().cloned())
+            .enumerate()
+            .skip(offset as usize)
+            .map(|(i, (name, child, kind))| (i as u64 + 1, child, kind, name))
+            .collect())
+    }
+
+    /// After a readdir: a pass that reached the end no longer needs its listing kept.
+    fn dir_page_done(&self, ino: u64, full: bool) {
+        if !full {
+            self.changed_dir(ino);
         }
     }
 
@@ -367,30 +393,15 @@ impl Filesystem for LazyFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.listing(ino.0, offset) {
-            Ok(l) => l,
+        let page = match self.dir_page(ino.0, offset) {
+            Ok(p) => p,
             Err(e) => return reply.error(self.fail("readdir", ino.0, None, &e)),
         };
-        let parent = self.parent_of(ino.0);
-        let dots = [
-            (OsStr::new("."), ino.0, fuser::FileType::Directory),
-            (OsStr::new(".."), parent, fuser::FileType::Directory),
-        ];
-        let all = dots.into_iter().chain(
-            entries
-                .iter()
-                .map(|(n, i, k)| (n.as_os_str(), *i, file_type(*k))),
-        );
-        let mut full = false;
-        for (i, (name, child, kind)) in all.enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(child), i as u64 + 1, kind, name) {
-                full = true;
-                break;
-            }
-        }
-        if !full {
-            self.changed_dir(ino.0);
-        }
+        // `add` says when the reply is full; `any` stops there.
+        let full = page.iter().any(|(next, child, kind, name)| {
+            reply.add(INodeNo(*child), *next, file_type(*kind), name)
+        });
+        self.dir_page_done(ino.0, full);
         reply.ok();
     }
 
@@ -402,32 +413,18 @@ impl Filesystem for LazyFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.listing(ino.0, offset) {
-            Ok(l) => l,
+        let page = match self.dir_page(ino.0, offset) {
+            Ok(p) => p,
             Err(e) => return reply.error(self.fail("readdirplus", ino.0, None, &e)),
         };
-        let parent = self.parent_of(ino.0);
-        let dots = [(OsStr::new("."), ino.0), (OsStr::new(".."), parent)];
-        let all = dots
-            .into_iter()
-            .chain(entries.iter().map(|(n, i, _)| (n.as_os_str(), *i)));
-        let mut full = false;
-        for (i, (name, child)) in all.enumerate().skip(offset as usize) {
-            let attr = match self.attr_of(child) {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::debug!(ino = child, name = ?name, error = %e, "entry vanished while listing");
-                    continue;
-                }
-            };
-            if reply.add(INodeNo(child), i as u64 + 1, name, &self.ttl, &attr, GEN) {
-                full = true;
-                break;
+        let full = page.iter().any(|(next, child, _, name)| match self.attr_of(*child) {
+            Ok(attr) => reply.add(INodeNo(*child), *next, name, &self.ttl, &attr, GEN),
+            Err(e) => {
+                tracing::debug!(ino = child, name = ?name, error = %e, "entry vanished while listing");
+                false
             }
-        }
-        if !full {
-            self.changed_dir(ino.0);
-        }
+        });
+        self.dir_page_done(ino.0, full);
         reply.ok();
     }
 

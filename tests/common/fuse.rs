@@ -85,6 +85,17 @@ impl TestUser {
         d
     }
 
+    /// A directory of the user's (removed when dropped) with a store path and an empty
+    /// mountpoint the user owns.
+    pub fn workdir(&self) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let home = self.dir();
+        let root = home.path().join("store");
+        let mnt = home.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mkdir");
+        std::os::unix::fs::chown(&mnt, Some(self.uid), Some(self.gid)).expect("chown");
+        (home, root, mnt)
+    }
+
     /// The id maps that make the user namespace of `unshare --map-auto --map-root-user` see
     /// image ids as its own.
     pub fn ns_maps(&self) -> Vec<String> {

@@ -1,6 +1,8 @@
 //! `lazyfs`: serve a stored image as a writable copy-on-write FUSE filesystem. This binary parses
 //! arguments, sets up logging and calls the libraries; each verb lives in its own module.
 
+#[path = "../lazyrun/common.rs"]
+mod common;
 #[path = "../lazyrun/format.rs"]
 #[allow(dead_code)]
 mod format;
@@ -61,17 +63,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    let level = cli
-        .log_level
-        .clone()
-        .or_else(|| std::env::var("LAZYRUN_LOG").ok())
-        .unwrap_or_else(|| "warn".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("lazyrun={level},fusefs={level}"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("lazyrun=warn,fusefs=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let level = common::init_logging(cli.log_level.clone(), &["lazyrun", "fusefs"]);
     let global = Global {
         root: cli
             .root
@@ -84,11 +76,5 @@ fn main() -> ExitCode {
         Command::Mount(a) => mount::run(&global, a),
         Command::Umount(a) => umount::run(&global, a),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("lazyfs: {}", format::one_line(&e));
-            ExitCode::from(1)
-        }
-    }
+    common::exit("lazyfs", result)
 }

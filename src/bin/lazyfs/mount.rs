@@ -8,9 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use fusefs::IdMap;
 use lazyrun::images::ImageError;
-use lazyrun::manifest::Platform;
 use lazyrun::pull::PullOptions;
-use lazyrun::registry::RegistryOptions;
 use lazyrun::store::Store;
 
 #[derive(clap::Args)]
@@ -120,15 +118,7 @@ fn ensure_image(g: &crate::Global, store: &Store, a: &Args) -> anyhow::Result<()
         Err(ImageError::NotFound(_)) if lazyrun::reference::parse(&a.image).is_ok() => {}
         Err(e) => return Err(e.into()),
     }
-    let opts = PullOptions {
-        platform: match &a.platform {
-            Some(p) => Platform::parse(p)?,
-            None => Platform::host(),
-        },
-        registry: RegistryOptions {
-            insecure: g.insecure.clone(),
-        },
-    };
+    let opts = PullOptions::from_args(a.platform.as_deref(), &g.insecure)?;
     let rt = tokio::runtime::Runtime::new()?;
     let bars = Arc::new(crate::progress::Bars::new(false));
     let pulled = rt.block_on(lazyrun::pull::pull(store, &a.image, &opts, bars))?;

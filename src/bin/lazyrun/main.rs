@@ -2,6 +2,7 @@
 //! calls the library; each verb lives in its own module under `commands/`.
 
 mod commands;
+mod common;
 mod format;
 mod progress;
 
@@ -69,17 +70,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    let level = cli
-        .log_level
-        .clone()
-        .or_else(|| std::env::var("LAZYRUN_LOG").ok())
-        .unwrap_or_else(|| "warn".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("lazyrun={level}"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("lazyrun=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    common::init_logging(cli.log_level.clone(), &["lazyrun"]);
     let global = Global {
         root: cli
             .root
@@ -95,11 +86,5 @@ fn main() -> ExitCode {
         Command::Prune(a) => commands::prune::run(&global, a),
         Command::Df(a) => commands::df::run(&global, a),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("lazyrun: {}", format::one_line(&e));
-            ExitCode::from(1)
-        }
-    }
+    common::exit("lazyrun", result)
 }

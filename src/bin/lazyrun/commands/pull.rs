@@ -1,8 +1,6 @@
 use std::sync::Arc;
 
-use lazyrun::manifest::Platform;
 use lazyrun::pull::{PullOptions, Pulled};
-use lazyrun::registry::RegistryOptions;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,15 +17,7 @@ pub struct Args {
 
 pub fn run(g: &crate::Global, a: Args) -> anyhow::Result<()> {
     let store = g.store()?;
-    let opts = PullOptions {
-        platform: match &a.platform {
-            Some(p) => Platform::parse(p)?,
-            None => Platform::host(),
-        },
-        registry: RegistryOptions {
-            insecure: g.insecure.clone(),
-        },
-    };
+    let opts = PullOptions::from_args(a.platform.as_deref(), &g.insecure)?;
     let rt = tokio::runtime::Runtime::new()?;
     for image in &a.images {
         let bars = Arc::new(crate::progress::Bars::new(a.quiet));
