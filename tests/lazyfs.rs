@@ -177,6 +177,47 @@ fn copy_on_write_as_an_unprivileged_user_persists_across_remount() {
 }
 
 #[test]
+fn passthrough_reads_and_a_writer_meanwhile() {
+    if !is_root() {
+        eprintln!("skipped: kernel passthrough is for root only");
+        return;
+    }
+    use std::io::{Read, Write};
+    let reg = TestRegistry::start().unwrap();
+    let name = pushed(&reg, "cow/img:1", &testkit::fscheck::cow_image());
+    let env = Env::new();
+    env.ok(&["pull", &name]);
+    let work = tempfile::tempdir().unwrap();
+    let mnt = mkdir(&work.path().join("mnt"));
+    let m = Mounted::new(None, env.root(), &name, &mnt, &[]);
+    let big = mnt.join("etc/big");
+    let mut reader = std::fs::File::open(&big).unwrap();
+    let mut second = std::fs::File::open(&big).unwrap();
+    // Image files are read by the kernel from the store's object; a writer cannot join them.
+    let w = std::fs::OpenOptions::new().append(true).open(&big);
+    assert_eq!(
+        w.err().and_then(|e| e.raw_os_error()),
+        Some(libc::ETXTBSY),
+        "passthrough should be on for root"
+    );
+    let mut data = Vec::new();
+    reader.read_to_end(&mut data).unwrap();
+    assert_eq!(data, testkit::fscheck::big_data());
+    let mut head = [0u8; 4096];
+    second.read_exact(&mut head).unwrap();
+    assert_eq!(head[..], data[..4096]);
+    drop((reader, second));
+    let mut w = std::fs::OpenOptions::new().append(true).open(&big).unwrap();
+    w.write_all(b"tail").unwrap();
+    drop(w);
+    let after = std::fs::read(&big).unwrap();
+    assert_eq!(after.len(), data.len() + 4);
+    assert!(after.ends_with(b"tail"));
+    m.unmount();
+    assert_objects_intact(env.root());
+}
+
+#[test]
 fn posix_errors_and_permissions_as_root() {
     if !is_root() {
         eprintln!("skipped: the suite switches filesystem uids, which needs root");

@@ -156,6 +156,12 @@ impl LazyFs {
         self.listings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// True while an open of `ino` reads through kernel passthrough.
+    pub(crate) fn passthrough_live(&self, ino: u64) -> bool {
+        let b = self.backings.lock().unwrap_or_else(|p| p.into_inner());
+        b.get(&ino).is_some_and(|w| w.strong_count() > 0)
+    }
+
     /// Drops a cached listing after the directory changed.
     pub(crate) fn changed_dir(&self, ino: u64) {
         self.listings().remove(&ino);

@@ -292,9 +292,12 @@ impl Filesystem for LazyFs {
                 } else {
                     FopenFlags::empty()
                 };
-                let backing = match lower {
-                    Some(_) => self.attach_passthrough(fh, &reply),
-                    None => None,
+                // An inode read through passthrough keeps that for every open while one lasts:
+                // the kernel refuses to mix it with reads through the server.
+                let backing = if lower.is_some() || self.passthrough_live(ino.0) {
+                    self.attach_passthrough(fh, &reply)
+                } else {
+                    None
                 };
                 match backing {
                     Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),

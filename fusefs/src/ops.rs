@@ -486,6 +486,11 @@ impl LazyFs {
             if write {
                 self.upper()?;
             }
+            if self.passthrough_live(ino) {
+                // The kernel reads this inode straight from the image's object; it cannot
+                // mix that with writes through the server (see README). Nothing is changed.
+                return Err(errno(libc::ETXTBSY));
+            }
             let path = if flags & libc::O_TRUNC != 0 {
                 self.truncate(&mut st, ino, 0, None)?;
                 self.upper()?.abs(&self.path_of(&st, ino)?)
