@@ -22,6 +22,25 @@ use crate::ops::{Caller, NewKind};
 
 const GEN: Generation = Generation(0);
 
+/// What a lookup of an absent name answers: inode 0 makes it a negative entry.
+const NEGATIVE: fuser::FileAttr = fuser::FileAttr {
+    ino: INodeNo(0),
+    size: 0,
+    blocks: 0,
+    atime: SystemTime::UNIX_EPOCH,
+    mtime: SystemTime::UNIX_EPOCH,
+    ctime: SystemTime::UNIX_EPOCH,
+    crtime: SystemTime::UNIX_EPOCH,
+    kind: fuser::FileType::RegularFile,
+    perm: 0,
+    nlink: 0,
+    uid: 0,
+    gid: 0,
+    rdev: 0,
+    blksize: 0,
+    flags: 0,
+};
+
 impl LazyFs {
     fn fail(&self, op: &str, ino: u64, name: Option<&OsStr>, e: &Error) -> Errno {
         if tracing::enabled!(tracing::Level::DEBUG) {
@@ -142,7 +161,10 @@ impl Filesystem for LazyFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.do_lookup(parent.0, name) {
             Ok(attr) => reply.entry(&self.ttl, &attr, GEN),
-            Err(e) if e.errno() == libc::ENOENT => reply.error(Errno::ENOENT),
+            // A negative entry: the kernel remembers the name is absent (for as long as any
+            // entry) until it is created through the mount; searches along PATH or a library
+            // path then cost one request per directory, once.
+            Err(e) if e.errno() == libc::ENOENT => reply.entry(&self.ttl, &NEGATIVE, GEN),
             Err(e) => reply.error(self.fail("lookup", parent.0, Some(name), &e)),
         }
     }
