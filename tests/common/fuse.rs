@@ -12,8 +12,9 @@ pub struct TestUser {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
-    /// First subordinate uid/gid (`/etc/subuid`), for user-namespace tests.
+    /// First subordinate uid (`/etc/subuid`) and gid (`/etc/subgid`), for user-namespace tests.
     pub sub: u32,
+    pub subg: u32,
 }
 
 const USER: &str = "lazyrun-test";
@@ -54,19 +55,30 @@ impl TestUser {
                         .parse()
                         .expect("id")
                 };
-                let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
-                let sub = subuid
-                    .lines()
-                    .find_map(|l| {
+                let find_sub = |file: &str| {
+                    let subuid = std::fs::read_to_string(file).unwrap_or_default();
+                    subuid.lines().find_map(|l| {
                         let f: Vec<&str> = l.split(':').collect();
-                        (f.first() == Some(&USER)).then(|| f.get(1)?.parse().ok())?
+                        (f.first() == Some(&USER)).then(|| f.get(1)?.parse::<u32>().ok())?
                     })
-                    .expect("useradd gives the test user a /etc/subuid range");
+                };
+                if find_sub("/etc/subuid").is_none() || find_sub("/etc/subgid").is_none() {
+                    // useradd gives ranges only where /etc/subuid already exists.
+                    let out = Command::new("usermod")
+                        .args(["--add-subuids", "300000-365535"])
+                        .args(["--add-subgids", "300000-365535", USER])
+                        .output()
+                        .expect("usermod");
+                    assert!(out.status.success(), "usermod: {out:?}");
+                }
+                let sub = find_sub("/etc/subuid").expect("the test user has a /etc/subuid range");
+                let subg = find_sub("/etc/subgid").expect("the test user has a /etc/subgid range");
                 Some(TestUser {
                     name: USER.into(),
                     uid: id("-u"),
                     gid: id("-g"),
                     sub,
+                    subg,
                 })
             })
             .clone()
@@ -101,15 +113,15 @@ impl TestUser {
     pub fn ns_maps(&self) -> Vec<String> {
         let mut v = Vec::new();
         for flag in ["--uid-map", "--gid-map"] {
-            let own = if flag == "--uid-map" {
-                self.uid
+            let (own, sub) = if flag == "--uid-map" {
+                (self.uid, self.sub)
             } else {
-                self.gid
+                (self.gid, self.subg)
             };
             v.push(flag.to_owned());
             v.push(format!("0:{own}:1"));
             v.push(flag.to_owned());
-            v.push(format!("1:{}:65535", self.sub));
+            v.push(format!("1:{sub}:65535"));
         }
         v
     }
@@ -130,7 +142,7 @@ pub fn bin_dir() -> &'static Path {
         for src in sources {
             assert!(
                 src.exists(),
-                "{} is missing: build the workspace (cargo test --workspace)",
+                "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
                 src.display()
             );
             let dst = dir.join(src.file_name().expect("name"));
