@@ -136,7 +136,7 @@ fn copy_on_write_as_root_persists_across_remount() {
     // image directory was made again.
     assert!(upper.join("data/.wh..wh..opq").exists());
     assert!(upper.join("etc/.wh.link").exists() || upper.join(".wh.old").exists());
-    assert!(!upper.join(".wh..lazyfs.work").exists());
+    assert!(!upper.join(".wh..wh..lazyfs.work").exists());
     let m = Mounted::new(None, env.root(), &name, &mnt, &["--upper", &up]);
     testkit::fscheck::verify(&mnt, true).unwrap();
     m.unmount();
@@ -207,6 +207,28 @@ fn passthrough_reads_and_a_writer_meanwhile() {
     second.read_exact(&mut head).unwrap();
     assert_eq!(head[..], data[..4096]);
     drop((reader, second));
+    // Readers and writers racing on one image file never reach the store's object.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let racers: Vec<_> = (0..4)
+        .map(|i| {
+            let (stop, path) = (stop.clone(), mnt.join("etc/motd"));
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if i % 2 == 0 {
+                        let _ = std::fs::read(&path);
+                    } else if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&path) {
+                        let _ = f.write_all(b"x");
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in racers {
+        r.join().unwrap();
+    }
+    assert_objects_intact(env.root());
     let mut w = std::fs::OpenOptions::new().append(true).open(&big).unwrap();
     w.write_all(b"tail").unwrap();
     drop(w);
@@ -293,6 +315,17 @@ fn mount_errors_are_one_line_and_leave_nothing_behind() {
     );
     fails(&["umount", mnt.to_str().unwrap()], "not a lazyfs mount");
     assert!(!lazyfs(&["mount", "--help"]).stdout.is_empty());
+
+    // One upper directory serves one mount at a time.
+    let upper = work.path().join("upper");
+    let up = upper.to_str().unwrap();
+    let first = Mounted::new(None, env.root(), &name, &mnt, &["--upper", up]);
+    let mnt2 = mkdir(&work.path().join("mnt2"));
+    fails(
+        &["mount", &name, mnt2.to_str().unwrap(), "--upper", up],
+        "in use by another lazyfs mount",
+    );
+    first.unmount();
 
     // rmi refuses an image in use; the server ends on umount.
     let m = Mounted::new(None, env.root(), &name, &mnt, &[]);

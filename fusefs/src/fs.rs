@@ -42,6 +42,8 @@ pub(crate) struct INode {
     /// Device and inode of the upper entry, while it has a name (the upper filesystem reuses
     /// inode numbers of deleted files).
     pub upper_id: Option<(u64, u64)>,
+    /// Every name is gone (it may still be open): it has no path, and nothing copies it up.
+    pub orphan: bool,
 }
 
 #[derive(Debug, Default)]
@@ -67,8 +69,8 @@ pub struct LazyFs {
     pub(crate) contents: Mutex<lru::LruCache<Box<str>, Arc<File>>>,
     pub(crate) want_passthrough: bool,
     pub(crate) passthrough: AtomicBool,
-    /// Passthrough registrations by inode, shared by that inode's open handles.
-    pub(crate) backings: Mutex<HashMap<u64, std::sync::Weak<fuser::BackingId>>>,
+    /// Passthrough readers and writers per inode.
+    pub(crate) io: crate::handles::IoModes,
     pub(crate) ttl: Duration,
     /// Listings of directories being read, by inode, until their last readdir.
     listings: Mutex<HashMap<u64, Listing>>,
@@ -77,8 +79,8 @@ pub struct LazyFs {
 
 pub(crate) const ROOT_INO: u64 = 1;
 
-/// A directory's merged listing: (name, inode, kind), sorted by name.
-pub(crate) type Listing = Arc<Vec<(OsString, u64, Kind)>>;
+/// A directory's merged listing for readdir: (cookie, name, inode, kind), by cookie.
+pub(crate) type Listing = Arc<Vec<(u64, OsString, u64, Kind)>>;
 
 fn errno(e: i32) -> Error {
     Error::Errno(Errno::from_raw(e))
@@ -122,6 +124,7 @@ impl LazyFs {
                 name: OsString::new(),
                 aliases: Vec::new(),
                 upper_id: None,
+                orphan: false,
             },
         );
         let cache = std::num::NonZeroUsize::new(opts.open_files.max(1)).unwrap_or(
@@ -141,7 +144,7 @@ impl LazyFs {
             contents: Mutex::new(lru::LruCache::new(cache)),
             want_passthrough: opts.passthrough && privileged,
             passthrough: AtomicBool::new(false),
-            backings: Mutex::default(),
+            io: Default::default(),
             ttl: opts.ttl,
             listings: Mutex::default(),
             scratch: AtomicU64::new(0),
@@ -154,12 +157,6 @@ impl LazyFs {
 
     pub(crate) fn listings(&self) -> MutexGuard<'_, HashMap<u64, Listing>> {
         self.listings.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// True while an open of `ino` reads through kernel passthrough.
-    pub(crate) fn passthrough_live(&self, ino: u64) -> bool {
-        let b = self.backings.lock().unwrap_or_else(|p| p.into_inner());
-        b.get(&ino).is_some_and(|w| w.strong_count() > 0)
     }
 
     /// Drops a cached listing after the directory changed.
@@ -185,6 +182,9 @@ impl LazyFs {
         let mut cur = ino;
         while cur != ROOT_INO {
             let n = self.node(st, cur)?;
+            if n.orphan {
+                return Err(errno(libc::ENOENT));
+            }
             parts.push(&n.name);
             cur = n.parent;
             if parts.len() > 4096 {
@@ -247,6 +247,7 @@ impl LazyFs {
                         name: name.to_owned(),
                         aliases: Vec::new(),
                         upper_id: Some((s.st_dev, s.st_ino)),
+                        orphan: false,
                     });
                 }
                 None if up.has_whiteout(&self.path_of(st, parent)?, name) => {
@@ -268,6 +269,7 @@ impl LazyFs {
                     name: name.to_owned(),
                     aliases: Vec::new(),
                     upper_id: None,
+                    orphan: false,
                 }
             }
         };
@@ -282,6 +284,13 @@ impl LazyFs {
             }
         };
         match st.nodes.get_mut(&ino) {
+            Some(existing) if existing.orphan => {
+                // The name came back (an image entry whose deletion was undone).
+                existing.parent = parent;
+                existing.name = name.to_owned();
+                existing.aliases.clear();
+                existing.orphan = false;
+            }
             Some(existing) => {
                 let same = existing.parent == parent && existing.name == name;
                 let listed = existing
@@ -399,15 +408,30 @@ impl LazyFs {
     /// Records image owner ids on an upper path.
     pub(crate) fn set_owner(&self, path: &Path, kind: Kind, uid: u32, gid: u32) -> Result<()> {
         if self.privileged {
-            nix::unistd::fchownat(
+            let real = nix::unistd::fchownat(
                 nix::fcntl::AT_FDCWD,
                 path,
                 Some(uid.into()),
                 Some(gid.into()),
                 nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )?;
-            return Ok(());
+            );
+            match real {
+                Ok(()) => {
+                    if kind != Kind::Symlink {
+                        // A recorded owner would take precedence over the real one.
+                        let mut meta = upper::read_meta(path)?;
+                        if meta.uid.take().is_some() | meta.gid.take().is_some() {
+                            upper::write_meta(path, &meta)?;
+                        }
+                    }
+                    return Ok(());
+                }
+                // Root of a user namespace cannot give ids outside its map: record them.
+                Err(Errno::EINVAL) | Err(Errno::EPERM) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        // Symlinks (and real special files) cannot hold the record.
         if kind == Kind::Symlink {
             return Ok(());
         }
@@ -433,12 +457,34 @@ impl LazyFs {
 
     /// Makes sure an inode has an upper entry (metadata only for files), with its parents.
     pub(crate) fn copy_up(&self, st: &mut State, ino: u64) -> Result<()> {
+        // Ancestors first, top down, without recursion: image trees can be deep.
+        let mut chain = Vec::new();
+        let mut cur = ino;
+        loop {
+            let n = self.node(st, cur)?;
+            if n.orphan {
+                return Err(errno(libc::ENOENT));
+            }
+            if n.upper {
+                break;
+            }
+            chain.push(cur);
+            if cur == ROOT_INO || chain.len() > 1 << 16 {
+                break;
+            }
+            cur = n.parent;
+        }
+        for &i in chain.iter().rev() {
+            self.copy_up_one(st, i)?;
+        }
+        Ok(())
+    }
+
+    /// Copies up one inode whose parent already has an upper copy.
+    fn copy_up_one(&self, st: &mut State, ino: u64) -> Result<()> {
         let n = self.node(st, ino)?.clone();
         if n.upper {
             return Ok(());
-        }
-        if ino != ROOT_INO {
-            self.copy_up(st, n.parent)?;
         }
         let up = self.upper()?;
         let l = n.lower.ok_or(Error::Errno(Errno::EIO))?;
@@ -522,8 +568,11 @@ impl LazyFs {
     fn create_copy(&self, up: &Upper, dst: &Path, ln: &lower::Node) -> Result<()> {
         let tmp = up.scratch(self.next_scratch());
         let mut meta = Meta::default();
+        // Made owner-writable; xattrs first, then the owner (a chown drops set-id bits), then
+        // the mode, then the times.
+        let mut special = false;
         match ln.kind {
-            Kind::Dir => nix::unistd::mkdir(&tmp, mode(ln.mode))?,
+            Kind::Dir => nix::unistd::mkdir(&tmp, mode(0o700))?,
             Kind::File => {
                 File::create_new(&tmp)?;
                 if ln.size > 0 {
@@ -535,34 +584,24 @@ impl LazyFs {
                 std::os::unix::fs::symlink(ln.target.as_deref().unwrap_or(OsStr::new("")), &tmp)?
             }
             Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice => {
-                if self.privileged {
-                    let t = match ln.kind {
-                        Kind::CharDevice => nix::sys::stat::SFlag::S_IFCHR,
-                        Kind::BlockDevice => nix::sys::stat::SFlag::S_IFBLK,
-                        Kind::Socket => nix::sys::stat::SFlag::S_IFSOCK,
-                        _ => nix::sys::stat::SFlag::S_IFIFO,
-                    };
-                    nix::sys::stat::mknod(&tmp, t, mode(ln.mode), ln.rdev)?;
+                let t = match ln.kind {
+                    Kind::CharDevice => nix::sys::stat::SFlag::S_IFCHR,
+                    Kind::BlockDevice => nix::sys::stat::SFlag::S_IFBLK,
+                    Kind::Socket => nix::sys::stat::SFlag::S_IFSOCK,
+                    _ => nix::sys::stat::SFlag::S_IFIFO,
+                };
+                let made =
+                    self.privileged && nix::sys::stat::mknod(&tmp, t, mode(0o600), ln.rdev).is_ok();
+                if made {
+                    special = true;
                 } else {
+                    // No privilege (or root of a user namespace, which may not make devices).
                     File::create_new(&tmp)?;
                     meta.dev = Some((ln.kind, libc::major(ln.rdev), libc::minor(ln.rdev)));
                 }
             }
         }
-        // Real special files hold no user xattrs; only root makes them.
-        let special = self.privileged
-            && matches!(
-                ln.kind,
-                Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice
-            );
-        if ln.kind != Kind::Symlink {
-            nix::sys::stat::fchmodat(
-                nix::fcntl::AT_FDCWD,
-                &tmp,
-                mode(ln.mode),
-                nix::sys::stat::FchmodatFlags::FollowSymlink,
-            )?;
-        }
+        // Real special files and symlinks hold no user xattrs.
         if ln.kind != Kind::Symlink && !special {
             for (k, v) in ln.xattrs.iter() {
                 rustix::fs::lsetxattr(
@@ -572,14 +611,21 @@ impl LazyFs {
                     rustix::fs::XattrFlags::empty(),
                 )?;
             }
-            if !self.privileged {
-                meta.uid = Some(ln.uid);
-                meta.gid = Some(ln.gid);
-            }
             upper::write_meta(&tmp, &meta)?;
         }
-        if self.privileged {
-            self.set_owner(&tmp, ln.kind, ln.uid, ln.gid)?;
+        self.set_owner(
+            &tmp,
+            if special { Kind::Symlink } else { ln.kind },
+            ln.uid,
+            ln.gid,
+        )?;
+        if ln.kind != Kind::Symlink {
+            nix::sys::stat::fchmodat(
+                nix::fcntl::AT_FDCWD,
+                &tmp,
+                mode(ln.mode),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )?;
         }
         set_times(&tmp, ln.mtime, ln.mtime)?;
         std::fs::rename(&tmp, dst)?;
@@ -600,7 +646,7 @@ impl LazyFs {
         };
         let before = std::fs::symlink_metadata(&path)?;
         let src = self.open_content(&content)?;
-        let dst = std::fs::OpenOptions::new().write(true).open(&path)?;
+        let dst = crate::ops::open_upper(&path, std::fs::OpenOptions::new().write(true))?;
         copy_data(&src, &dst, meta.size.unwrap_or(0))?;
         dst.sync_data()?;
         set_times_ns(&path, &before)?;
@@ -613,23 +659,25 @@ impl LazyFs {
     /// Copies up a directory and everything the merged view shows below it, then marks it opaque:
     /// after this, nothing of it depends on where its lower copy sits.
     pub(crate) fn copy_up_tree(&self, st: &mut State, ino: u64) -> Result<()> {
-        self.copy_up(st, ino)?;
-        let n = self.node(st, ino)?.clone();
-        if n.kind != Kind::Dir || n.opaque || n.lower.is_none() {
-            return Ok(());
-        }
-        for (name, child, kind) in self.list_dir(st, ino)? {
-            let _ = name;
-            if kind == Kind::Dir {
-                self.copy_up_tree(st, child)?;
-            } else {
-                self.copy_up(st, child)?;
+        let mut dirs = vec![ino];
+        while let Some(dir) = dirs.pop() {
+            self.copy_up(st, dir)?;
+            let n = self.node(st, dir)?.clone();
+            if n.kind != Kind::Dir || n.opaque || n.lower.is_none() {
+                continue;
             }
-        }
-        let up = self.upper()?;
-        up.set_opaque(&self.path_of(st, ino)?)?;
-        if let Some(node) = st.nodes.get_mut(&ino) {
-            node.opaque = true;
+            for (_, child, kind) in self.list_dir(st, dir)? {
+                self.copy_up(st, child)?;
+                if kind == Kind::Dir {
+                    dirs.push(child);
+                }
+            }
+            // Everything it shows is now in the upper copy (subdirectories follow from the
+            // stack, through their own nodes).
+            self.upper()?.set_opaque(&self.path_of(st, dir)?)?;
+            if let Some(node) = st.nodes.get_mut(&dir) {
+                node.opaque = true;
+            }
         }
         Ok(())
     }
@@ -683,6 +731,7 @@ impl LazyFs {
             if n.parent == parent && n.name == name {
                 if n.aliases.is_empty() {
                     gone = n.upper_id.take();
+                    n.orphan = true;
                 } else {
                     let (p, nm) = n.aliases.remove(0);
                     n.parent = p;

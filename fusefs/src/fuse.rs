@@ -78,21 +78,21 @@ impl LazyFs {
         }
     }
 
-    /// Entries of a directory from `offset` on, "." and ".." first: (offset of the entry after,
-    /// inode, kind, name).
+    /// Entries of a directory after `offset`, "." and ".." first: (cookie, inode, kind, name);
+    /// a reply's entries carry their cookie, which the kernel hands back to resume after it.
     fn dir_page(&self, ino: u64, offset: u64) -> Result<Vec<(u64, u64, Kind, OsString)>, Error> {
         let entries = self.listing(ino, offset)?;
         let parent = self.parent_of(ino);
         let dots = [
-            (OsString::from("."), ino, Kind::Dir),
-            (OsString::from(".."), parent, Kind::Dir),
+            (1, OsString::from("."), ino, Kind::Dir),
+            (2, OsString::from(".."), parent, Kind::Dir),
         ];
+        let start = entries.partition_point(|e| e.0 <= offset);
         Ok(dots
             .into_iter()
-            .chain(entries.iter().cloned())
-            .enumerate()
-            .skip(offset as usize)
-            .map(|(i, (name, child, kind))| (i as u64 + 1, child, kind, name))
+            .filter(|d| d.0 > offset)
+            .chain(entries[start..].iter().cloned())
+            .map(|(cookie, name, child, kind)| (cookie, child, kind, name))
             .collect())
     }
 
@@ -103,29 +103,24 @@ impl LazyFs {
         }
     }
 
-    fn attach_passthrough(&self, fh: u64, reply: &ReplyOpen) -> Option<Arc<fuser::BackingId>> {
+    /// Passthrough for a read-only handle when the kernel may use it (see [`IoModes::attach`]).
+    fn attach_passthrough(
+        &self,
+        fh: u64,
+        image_content: bool,
+        reply: &ReplyOpen,
+    ) -> Option<Arc<fuser::BackingId>> {
         if !self.passthrough.load(Ordering::Relaxed) {
             return None;
         }
         let h = self.handles.get(fh)?;
-        let f = &*h;
-        let mut backings = self.backings.lock().unwrap_or_else(|p| p.into_inner());
-        let existing = backings.get(&f.ino).and_then(std::sync::Weak::upgrade);
-        let id = match existing {
-            Some(id) => id,
-            None => match reply.open_backing(&*f.file) {
-                Ok(id) => {
-                    let id = Arc::new(id);
-                    backings.insert(f.ino, Arc::downgrade(&id));
-                    id
-                }
-                Err(e) => {
-                    tracing::debug!(ino = f.ino, error = %e, "passthrough refused; reads go through the daemon");
-                    return None;
-                }
-            },
-        };
-        let mut slot = f.backing.lock().unwrap_or_else(|p| p.into_inner());
+        if h.writable {
+            return None;
+        }
+        let id = self
+            .io
+            .attach(h.ino, image_content, || reply.open_backing(&*h.file))?;
+        let mut slot = h.backing.lock().unwrap_or_else(|p| p.into_inner());
         *slot = Some(id.clone());
         Some(id)
     }
@@ -316,11 +311,7 @@ impl Filesystem for LazyFs {
                 };
                 // An inode read through passthrough keeps that for every open while one lasts:
                 // the kernel refuses to mix it with reads through the server.
-                let backing = if lower.is_some() || self.passthrough_live(ino.0) {
-                    self.attach_passthrough(fh, &reply)
-                } else {
-                    None
-                };
+                let backing = self.attach_passthrough(fh, lower.is_some(), &reply);
                 match backing {
                     Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
                     None => reply.opened(FileHandle(fh), flags),
@@ -386,7 +377,7 @@ impl Filesystem for LazyFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.remove(fh.0);
+        self.do_release(fh.0);
         reply.ok();
     }
 
@@ -533,6 +524,8 @@ impl Filesystem for LazyFs {
         let kind = NewKind::File { flags };
         match self.do_create(who, parent.0, name, mode & !umask & 0o7777, kind) {
             Ok((attr, Some(file))) => {
+                // A new file has no image content, so no reader can be in passthrough.
+                self.io.start_write(attr.ino.0);
                 let fh = self.handles.insert(crate::handles::FileHandle {
                     ino: attr.ino.0,
                     file: Arc::new(file),

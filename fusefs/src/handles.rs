@@ -33,11 +33,102 @@ impl Handles {
         self.map().get(&fh).cloned()
     }
 
+    /// An open handle of `ino` (a writable one when asked): how a file with no name left is
+    /// still reached, since the kernel names only the inode in fchmod and fstat.
+    pub fn of_inode(&self, ino: u64, writable: bool) -> Option<Arc<FileHandle>> {
+        self.map()
+            .values()
+            .find(|h| h.ino == ino && (h.writable || !writable))
+            .cloned()
+    }
+
     pub fn remove(&self, fh: u64) -> Option<Arc<FileHandle>> {
         self.map().remove(&fh)
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<FileHandle>>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How the kernel does I/O on one inode: through a passthrough registration that readers share,
+/// or through the server; the kernel refuses to mix the two on one inode.
+#[derive(Debug, Default)]
+struct InodeIo {
+    backing: std::sync::Weak<fuser::BackingId>,
+    writers: usize,
+}
+
+/// [`InodeIo`] of every inode with open files, under one lock so a check and the registration
+/// that depends on it are one step.
+#[derive(Debug, Default)]
+pub(crate) struct IoModes {
+    inodes: Mutex<HashMap<u64, InodeIo>>,
+}
+
+impl IoModes {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, InodeIo>> {
+        self.inodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a writer; false (and nothing registered) while readers use passthrough.
+    pub fn start_write(&self, ino: u64) -> bool {
+        let mut m = self.map();
+        let io = m.entry(ino).or_default();
+        if io.backing.strong_count() > 0 {
+            return false;
+        }
+        io.writers += 1;
+        true
+    }
+
+    pub fn end_write(&self, ino: u64) {
+        let mut m = self.map();
+        if let Some(io) = m.get_mut(&ino) {
+            io.writers = io.writers.saturating_sub(1);
+            if io.writers == 0 && io.backing.strong_count() == 0 {
+                m.remove(&ino);
+            }
+        }
+    }
+
+    /// True while readers of `ino` use passthrough.
+    pub fn passthrough_live(&self, ino: u64) -> bool {
+        self.map()
+            .get(&ino)
+            .is_some_and(|io| io.backing.strong_count() > 0)
+    }
+
+    /// The passthrough registration for a reader of `ino`: the one its other readers use, else
+    /// a new one from `open` when `may_open` (the reader reads image content). None while a
+    /// writer is open, or when the kernel refuses.
+    pub fn attach(
+        &self,
+        ino: u64,
+        may_open: bool,
+        open: impl FnOnce() -> std::io::Result<fuser::BackingId>,
+    ) -> Option<Arc<fuser::BackingId>> {
+        let mut m = self.map();
+        let io = m.entry(ino).or_default();
+        if io.writers > 0 {
+            return None;
+        }
+        if let Some(id) = io.backing.upgrade() {
+            return Some(id);
+        }
+        if !may_open {
+            return None;
+        }
+        match open() {
+            Ok(id) => {
+                let id = Arc::new(id);
+                io.backing = Arc::downgrade(&id);
+                Some(id)
+            }
+            Err(e) => {
+                tracing::debug!(ino, error = %e, "passthrough refused; reads go through the server");
+                None
+            }
+        }
     }
 }

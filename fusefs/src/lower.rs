@@ -295,28 +295,27 @@ impl LowerTree {
         }
     }
 
-    /// Removes one name; a directory loses its whole subtree.
+    /// Removes one name; a directory loses its whole subtree (without recursion: image trees
+    /// can be deep).
     fn unlink(&mut self, dir: u32, name: &OsStr) {
-        let Some(idx) = self.nodes[dir as usize]
-            .children
-            .as_mut()
-            .and_then(|c| c.remove(name))
-        else {
-            return;
-        };
-        let node = &mut self.nodes[idx as usize];
-        node.links.retain(|(p, n)| !(*p == dir && &**n == name));
-        if node.kind != Kind::Dir {
-            node.nlink = node.links.len() as u32;
-            return;
-        }
-        let names: Vec<Box<OsStr>> = node
-            .children
-            .as_ref()
-            .map(|c| c.keys().cloned().collect())
-            .unwrap_or_default();
-        for child in names {
-            self.unlink(idx, &child);
+        let mut pending = vec![(dir, Box::<OsStr>::from(name))];
+        while let Some((dir, name)) = pending.pop() {
+            let Some(idx) = self.nodes[dir as usize]
+                .children
+                .as_mut()
+                .and_then(|c| c.remove(&name))
+            else {
+                continue;
+            };
+            let node = &mut self.nodes[idx as usize];
+            node.links.retain(|(p, n)| !(*p == dir && *n == name));
+            if node.kind != Kind::Dir {
+                node.nlink = node.links.len() as u32;
+                continue;
+            }
+            if let Some(children) = &node.children {
+                pending.extend(children.keys().map(|c| (idx, c.clone())));
+            }
         }
     }
 
@@ -565,6 +564,24 @@ mod tests {
         assert_eq!(d.target.as_deref(), Some(OsStr::new("/elsewhere")));
         let outside = t.node(t.resolve("outside").unwrap()).unwrap();
         assert_eq!(outside.nlink, 1);
+    }
+
+    #[test]
+    fn deep_trees_build_and_delete_without_recursion() {
+        // On a small stack, where one frame per level would overflow.
+        let run = std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(|| {
+                let deep: Vec<String> = (1..=5_000).map(|n| vec!["d"; n].join("/")).collect();
+                let mut layer: Vec<LowerEntry> =
+                    deep.iter().map(|p| entry(p, EntryKind::Dir)).collect();
+                layer.push(file(&format!("{}/f", deep[deep.len() - 1]), "f"));
+                let t = LowerTree::build([layer, vec![entry("d", EntryKind::Whiteout)]]);
+                assert!(t.resolve("d").is_none());
+                t.node(ROOT).unwrap().children.as_ref().unwrap().len()
+            })
+            .unwrap();
+        assert_eq!(run.join().unwrap(), 0);
     }
 
     #[test]

@@ -48,7 +48,10 @@ impl LazyFs {
         match self.attr(&st, ino) {
             Err(e) if e.errno() == libc::ENOENT => {
                 // Unlinked but still open: the handle's descriptor still knows.
-                let f = fh.and_then(|fh| self.handles.get(fh)).ok_or(e)?;
+                let f = fh
+                    .and_then(|fh| self.handles.get(fh))
+                    .or_else(|| self.handles.of_inode(ino, true))
+                    .ok_or(e)?;
                 let s = nix::sys::stat::fstat(&*f.file)?;
                 Ok(self.upper_attr(ino, &s, &Meta::default()))
             }
@@ -76,8 +79,14 @@ impl LazyFs {
     }
 
     /// Checks a new name, copies the parent up and clears a whiteout. Returns the new entry's
-    /// merged path and whether it now covers a deleted lower entry.
-    fn prepare_new(&self, st: &mut State, parent: u64, name: &OsStr) -> Result<(PathBuf, bool)> {
+    /// merged path, whether it now covers a deleted lower entry, and whether a whiteout was
+    /// cleared (to put back with [`LazyFs::restore_whiteout`] if making the entry fails).
+    fn prepare_new(
+        &self,
+        st: &mut State,
+        parent: u64,
+        name: &OsStr,
+    ) -> Result<(PathBuf, bool, bool)> {
         if name.len() > 255 {
             return Err(errno(libc::ENAMETOOLONG));
         }
@@ -94,7 +103,19 @@ impl LazyFs {
         let prel = self.path_of(st, parent)?;
         let had_whiteout = up.remove_whiteout(&prel, name)?;
         let covers = had_whiteout && self.lower_has(st, parent, name);
-        Ok((prel.join(name), covers))
+        Ok((prel.join(name), covers, had_whiteout))
+    }
+
+    /// Puts back a whiteout a failed operation cleared, so the deleted entry stays deleted.
+    fn restore_whiteout(&self, rel: &Path, cleared: bool) {
+        let (Some(dir), Some(name), Ok(up)) = (rel.parent(), rel.file_name(), self.upper()) else {
+            return;
+        };
+        if cleared {
+            if let Err(e) = up.add_whiteout(dir, name) {
+                tracing::warn!(path = %rel.display(), error = %e, "could not restore a whiteout");
+            }
+        }
     }
 
     /// Makes a new entry; returns its attributes and, for files, the open descriptor.
@@ -108,10 +129,29 @@ impl LazyFs {
     ) -> Result<(FileAttr, Option<File>)> {
         self.changed_dir(parent);
         let mut st = self.lock();
-        let (rel, covers) = self.prepare_new(&mut st, parent, name)?;
+        let (rel, covers, cleared) = self.prepare_new(&mut st, parent, name)?;
+        let made = self.make_entry(&mut st, who, parent, name, perm, kind, &rel, covers);
+        if made.is_err() {
+            self.restore_whiteout(&rel, cleared);
+        }
+        made
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn make_entry(
+        &self,
+        st: &mut State,
+        who: Caller,
+        parent: u64,
+        name: &OsStr,
+        perm: u32,
+        kind: NewKind<'_>,
+        rel: &Path,
+        covers: bool,
+    ) -> Result<(FileAttr, Option<File>)> {
         let up = self.upper()?;
-        let path = up.abs(&rel);
-        let (_, pgid, pperm) = self.image_owner(&st, parent)?;
+        let path = up.abs(rel);
+        let (_, pgid, pperm) = self.image_owner(st, parent)?;
         let uid = self
             .uid_map
             .to_container(who.uid)
@@ -150,7 +190,7 @@ impl LazyFs {
             NewKind::Node { ifmt, rdev } => self.make_node(&path, ifmt, perm, rdev),
         };
         let made = made?;
-        let done = self.finish_new(&path, &rel, made, perm, uid, gid, covers);
+        let done = self.finish_new(&path, rel, made, perm, uid, gid, covers);
         if let Err(e) = done {
             let _ = if made == Kind::Dir {
                 std::fs::remove_dir_all(&path)
@@ -159,8 +199,8 @@ impl LazyFs {
             };
             return Err(e);
         }
-        let ino = self.lookup_child(&mut st, parent, name)?;
-        Ok((self.attr(&st, ino)?, file))
+        let ino = self.lookup_child(st, parent, name)?;
+        Ok((self.attr(st, ino)?, file))
     }
 
     fn make_node(&self, path: &Path, ifmt: u32, perm: u32, rdev: u64) -> nix::Result<Kind> {
@@ -206,10 +246,11 @@ impl LazyFs {
         gid: u32,
         covers: bool,
     ) -> Result<()> {
+        // Owner first: a chown drops set-id bits the mode then sets.
+        self.set_owner(path, kind, uid, gid)?;
         if kind != Kind::Symlink {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(perm))?;
         }
-        self.set_owner(path, kind, uid, gid)?;
         if kind == Kind::Dir && covers {
             self.upper()?.set_opaque(rel)?;
         }
@@ -222,11 +263,16 @@ impl LazyFs {
         if self.node(&st, ino)?.kind == Kind::Dir {
             return Err(errno(libc::EPERM));
         }
-        let (rel, _) = self.prepare_new(&mut st, newparent, newname)?;
-        self.copy_up(&mut st, ino)?;
-        let up = self.upper()?;
-        let src = up.abs(&self.path_of(&st, ino)?);
-        std::fs::hard_link(src, up.abs(&rel))?;
+        let (rel, _, cleared) = self.prepare_new(&mut st, newparent, newname)?;
+        let linked = self.copy_up(&mut st, ino).and_then(|()| {
+            let up = self.upper()?;
+            let src = up.abs(&self.path_of(&st, ino)?);
+            Ok(std::fs::hard_link(src, up.abs(&rel))?)
+        });
+        if linked.is_err() {
+            self.restore_whiteout(&rel, cleared);
+        }
+        linked?;
         let got = self.lookup_child(&mut st, newparent, newname)?;
         self.attr(&st, got)
     }
@@ -258,6 +304,11 @@ impl LazyFs {
         }
         let prel = self.path_of(&st, parent)?;
         let rel = prel.join(name);
+        let lower_has = self.lower_has(&st, parent, name);
+        if lower_has && !upper::Upper::can_whiteout(name) {
+            // Checked before anything is removed: the image entry could not be marked deleted.
+            return Err(errno(libc::ENAMETOOLONG));
+        }
         if self.node(&st, ino)?.upper {
             if dir {
                 up.clear_markers(&rel)?;
@@ -266,7 +317,7 @@ impl LazyFs {
                 std::fs::remove_file(up.abs(&rel))?;
             }
         }
-        if self.lower_has(&st, parent, name) {
+        if lower_has {
             up.add_whiteout(&prel, name)?;
         }
         self.drop_name(&mut st, parent, name);
@@ -298,6 +349,9 @@ impl LazyFs {
         };
         if upper::reserved(newname) {
             return Err(errno(libc::EINVAL));
+        }
+        if self.lower_has(&st, parent, name) && !upper::Upper::can_whiteout(name) {
+            return Err(errno(libc::ENAMETOOLONG));
         }
         if dst.is_some() && flags & libc::RENAME_NOREPLACE != 0 {
             return Err(errno(libc::EEXIST));
@@ -346,8 +400,11 @@ impl LazyFs {
                 up.clear_markers(&dst_rel)?;
             }
         }
-        up.remove_whiteout(&nprel, newname)?;
-        std::fs::rename(up.abs(&prel.join(name)), up.abs(&dst_rel))?;
+        let cleared = up.remove_whiteout(&nprel, newname)?;
+        if let Err(e) = std::fs::rename(up.abs(&prel.join(name)), up.abs(&dst_rel)) {
+            self.restore_whiteout(&dst_rel, cleared);
+            return Err(e.into());
+        }
         if src_kind == Kind::Dir && self.lower_has(&st, newparent, newname) {
             up.set_opaque(&dst_rel)?;
             if let Some(n) = st.nodes.get_mut(&src) {
@@ -390,7 +447,12 @@ impl LazyFs {
         fh: Option<u64>,
     ) -> Result<FileAttr> {
         let mut st = self.lock();
-        let kind = self.node(&st, ino)?.kind;
+        let node = self.node(&st, ino)?;
+        let kind = node.kind;
+        if node.orphan {
+            drop(st);
+            return self.setattr_orphan(ino, perm, size, atime, mtime, fh);
+        }
         if let Some(size) = size {
             if kind == Kind::Dir {
                 return Err(errno(libc::EISDIR));
@@ -431,24 +493,45 @@ impl LazyFs {
             }
         }
         if atime.is_some() || mtime.is_some() {
-            use nix::sys::time::TimeSpec;
-            let ts = |t: Option<TimeOrNow>| match t {
-                None => TimeSpec::UTIME_OMIT,
-                Some(TimeOrNow::Now) => TimeSpec::UTIME_NOW,
-                Some(TimeOrNow::SpecificTime(t)) => {
-                    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                    TimeSpec::new(d.as_secs() as i64, d.subsec_nanos() as i64)
-                }
-            };
             nix::sys::stat::utimensat(
                 nix::fcntl::AT_FDCWD,
                 &path,
-                &ts(atime),
-                &ts(mtime),
+                &timespec(atime),
+                &timespec(mtime),
                 nix::sys::stat::UtimensatFlags::NoFollowSymlink,
             )?;
         }
         self.attr(&st, ino)
+    }
+
+    /// setattr of a file with no name left: only through an open writable descriptor (its
+    /// upper file), as fchmod, ftruncate and futimens on an unlinked file do.
+    fn setattr_orphan(
+        &self,
+        ino: u64,
+        perm: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<u64>,
+    ) -> Result<FileAttr> {
+        let f = fh
+            .and_then(|fh| self.handles.get(fh))
+            .filter(|f| f.writable)
+            .or_else(|| self.handles.of_inode(ino, true))
+            .ok_or(errno(libc::ENOENT))?;
+        if let Some(size) = size {
+            f.file.set_len(size)?;
+        }
+        if let Some(p) = perm {
+            f.file
+                .set_permissions(std::fs::Permissions::from_mode(p & 0o7777))?;
+        }
+        if atime.is_some() || mtime.is_some() {
+            nix::sys::stat::futimens(&*f.file, &timespec(atime), &timespec(mtime))?;
+        }
+        let s = nix::sys::stat::fstat(&*f.file)?;
+        Ok(self.upper_attr(ino, &s, &Meta::default()))
     }
 
     fn truncate(&self, st: &mut State, ino: u64, size: u64, fh: Option<u64>) -> Result<()> {
@@ -457,6 +540,9 @@ impl LazyFs {
                 f.file.set_len(size)?;
                 return Ok(());
             }
+        }
+        if self.io.passthrough_live(ino) {
+            return Err(errno(libc::ETXTBSY));
         }
         let path = if size == 0 {
             self.copy_up(st, ino)?;
@@ -486,23 +572,16 @@ impl LazyFs {
             if write {
                 self.upper()?;
             }
-            if self.passthrough_live(ino) {
-                // The kernel reads this inode straight from the image's object; it cannot
-                // mix that with writes through the server (see README). Nothing is changed.
+            // The kernel reads an inode in passthrough straight from the image's object and
+            // cannot mix that with writes through the server (see README). Nothing changes.
+            if !self.io.start_write(ino) {
                 return Err(errno(libc::ETXTBSY));
             }
-            let path = if flags & libc::O_TRUNC != 0 {
-                self.truncate(&mut st, ino, 0, None)?;
-                self.upper()?.abs(&self.path_of(&st, ino)?)
-            } else {
-                self.copy_up_data(&mut st, ino)?
-            };
-            drop(st);
-            let mut o = OpenOptions::new();
-            o.read(true)
-                .write(write)
-                .custom_flags(flags & (libc::O_SYNC | libc::O_DSYNC) | libc::O_NOFOLLOW);
-            let file = open_upper(&path, &o)?;
+            let opened = self.open_for_write(&mut st, ino, flags, write);
+            if !write || opened.is_err() {
+                self.io.end_write(ino);
+            }
+            let file = opened?;
             let fh = self.handles.insert(FileHandle {
                 ino,
                 file: Arc::new(file),
@@ -516,8 +595,11 @@ impl LazyFs {
             match upper::read_meta(&path)?.content {
                 Some(c) => Some(c),
                 None => {
+                    let file = open_upper(
+                        &path,
+                        OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW),
+                    )?;
                     drop(st);
-                    let file = open_upper(&path, OpenOptions::new().read(true))?;
                     let fh = self.handles.insert(FileHandle {
                         ino,
                         file: Arc::new(file),
@@ -544,6 +626,31 @@ impl LazyFs {
             backing: Default::default(),
         });
         Ok((fh, true, Some(file)))
+    }
+
+    /// Copies up (or truncates) and opens the upper file, all under the state lock so no
+    /// rename can swap the path meanwhile.
+    fn open_for_write(&self, st: &mut State, ino: u64, flags: i32, write: bool) -> Result<File> {
+        let path = if flags & libc::O_TRUNC != 0 {
+            self.truncate(st, ino, 0, None)?;
+            self.upper()?.abs(&self.path_of(st, ino)?)
+        } else {
+            self.copy_up_data(st, ino)?
+        };
+        let mut o = OpenOptions::new();
+        o.read(true)
+            .write(write)
+            .custom_flags(flags & (libc::O_SYNC | libc::O_DSYNC) | libc::O_NOFOLLOW);
+        open_upper(&path, &o)
+    }
+
+    /// Closes a handle; a writer stops counting.
+    pub(crate) fn do_release(&self, fh: u64) {
+        if let Some(h) = self.handles.remove(fh) {
+            if h.writable {
+                self.io.end_write(h.ino);
+            }
+        }
     }
 
     pub(crate) fn do_read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -597,18 +704,24 @@ impl LazyFs {
         Ok(())
     }
 
-    /// The listing of a directory for a readdir at `offset`: taken afresh at offset 0, reused
-    /// for the following calls of the same pass so offsets stay stable.
+    /// The listing of a directory for a readdir at `offset`, ordered by cookie: taken afresh
+    /// at offset 0 and kept for the rest of the pass. Cookies come from names, not positions,
+    /// so a pass that resumes after the directory changed skips nothing that stayed.
     pub(crate) fn listing(&self, ino: u64, offset: u64) -> Result<crate::fs::Listing> {
         if offset > 0 {
             if let Some(l) = self.listings().get(&ino) {
                 return Ok(l.clone());
             }
         }
-        let entries = {
+        let mut entries: Vec<_> = {
             let mut st = self.lock();
-            Arc::new(self.list_dir(&mut st, ino)?)
+            self.list_dir(&mut st, ino)?
+                .into_iter()
+                .map(|(name, child, kind)| (cookie(&name), name, child, kind))
+                .collect()
         };
+        entries.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let entries = Arc::new(entries);
         self.listings().insert(ino, entries.clone());
         Ok(entries)
     }
@@ -696,15 +809,18 @@ impl LazyFs {
         }
         let path = self.upper()?.abs(&self.path_of(&st, ino)?);
         let stored = upper::stored_name(name);
-        match value {
-            Some(v) => rustix::fs::lsetxattr(
-                &path,
-                stored.as_os_str(),
-                v,
-                rustix::fs::XattrFlags::from_bits_truncate(flags as u32),
-            )?,
-            None => rustix::fs::lremovexattr(&path, stored.as_os_str())?,
-        }
+        upper::with_owner_write(&path, || {
+            match value {
+                Some(v) => rustix::fs::lsetxattr(
+                    &path,
+                    stored.as_os_str(),
+                    v,
+                    rustix::fs::XattrFlags::from_bits_truncate(flags as u32),
+                ),
+                None => rustix::fs::lremovexattr(&path, stored.as_os_str()),
+            }
+            .map_err(Into::into)
+        })?;
         Ok(())
     }
 
@@ -737,9 +853,30 @@ impl LazyFs {
     }
 }
 
+/// A setattr time as utimensat takes it.
+fn timespec(t: Option<TimeOrNow>) -> nix::sys::time::TimeSpec {
+    use nix::sys::time::TimeSpec;
+    match t {
+        None => TimeSpec::UTIME_OMIT,
+        Some(TimeOrNow::Now) => TimeSpec::UTIME_NOW,
+        Some(TimeOrNow::SpecificTime(t)) => {
+            let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            TimeSpec::new(d.as_secs() as i64, d.subsec_nanos() as i64)
+        }
+    }
+}
+
+/// The readdir offset of a name: a hash, above the 1 and 2 of "." and "..", below `i64::MAX`.
+fn cookie(name: &OsStr) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    (h.finish() >> 1).max(3)
+}
+
 /// Opens an upper file for the daemon; when the file's mode shuts its owner out (the kernel
 /// already allowed the caller), opens it with the owner's bits added for a moment.
-fn open_upper(path: &Path, opts: &OpenOptions) -> Result<File> {
+pub(crate) fn open_upper(path: &Path, opts: &OpenOptions) -> Result<File> {
     match opts.open(path) {
         Ok(f) => Ok(f),
         Err(e) if e.raw_os_error() == Some(libc::EACCES) => {

@@ -6,7 +6,9 @@
 //!   etc/hosts                 a changed or new file
 //!   etc/.wh.motd              whiteout: the lower etc/motd is deleted
 //!   opt/.wh..wh..opq          opaque: nothing of the lower opt/ shows through
-//!   .wh..lazyfs.work/         scratch for atomic copy-up (hidden: `.wh.` names never show)
+//!   .wh..wh..lazyfs.work/     scratch for atomic copy-up (hidden: `.wh.` names never show,
+//!   .wh..wh..lazyfs.lock      and `.wh..wh.` ones cannot name an image entry); the lock is
+//!                             held by the one server using this upper directory
 //! ```
 //!
 //! Markers use the OCI layer names, so an upper directory is already a layer changeset. What the
@@ -29,7 +31,9 @@ pub const WH: &str = ".wh.";
 /// Opaque-directory marker.
 pub const OPAQUE: &str = ".wh..wh..opq";
 /// Scratch directory for copy-up, inside the upper root.
-pub const WORK: &str = ".wh..lazyfs.work";
+pub const WORK: &str = ".wh..wh..lazyfs.work";
+/// Lock file the serving process holds, inside the upper root.
+pub const LOCK: &str = ".wh..wh..lazyfs.lock";
 /// The xattr holding [`Meta`].
 pub const META: &str = "user.lazyfs.meta";
 /// Prefix under which shown xattrs are stored.
@@ -128,6 +132,7 @@ pub struct Listing {
 #[derive(Debug)]
 pub struct Upper {
     root: PathBuf,
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl Upper {
@@ -135,12 +140,24 @@ impl Upper {
     pub fn open(root: &Path) -> io::Result<Upper> {
         std::fs::create_dir_all(root)?;
         let root = root.canonicalize()?;
+        let lock = match lock(&root)? {
+            Some(l) => l,
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!(
+                        "upper directory {} is in use by another lazyfs mount",
+                        root.display()
+                    ),
+                ))
+            }
+        };
         let work = root.join(WORK);
         if work.exists() {
             std::fs::remove_dir_all(&work)?;
         }
         std::fs::create_dir(&work)?;
-        Ok(Upper { root })
+        Ok(Upper { root, _lock: lock })
     }
 
     pub fn root(&self) -> &Path {
@@ -227,7 +244,7 @@ impl Upper {
             let bytes = name.as_bytes();
             if bytes == OPAQUE.as_bytes() {
                 out.opaque = true;
-            } else if bytes == WORK.as_bytes() {
+            } else if bytes == WORK.as_bytes() || bytes == LOCK.as_bytes() {
             } else if let Some(hidden) = bytes.strip_prefix(WH.as_bytes()) {
                 out.whiteouts.insert(OsStr::from_bytes(hidden).to_owned());
             } else {
@@ -242,11 +259,29 @@ impl Upper {
         for e in std::fs::read_dir(self.abs(dir))? {
             let e = e?;
             let name = e.file_name();
-            if reserved(&name) && name.as_bytes() != WORK.as_bytes() {
+            if reserved(&name)
+                && name.as_bytes() != WORK.as_bytes()
+                && name.as_bytes() != LOCK.as_bytes()
+            {
                 std::fs::remove_file(e.path())?;
             }
         }
         Ok(())
+    }
+}
+
+/// Takes the lock of the upper directory at `root` without waiting: `None` when a live server
+/// holds it.
+pub fn lock(root: &Path) -> io::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join(LOCK))?;
+    match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(Some(l)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
     }
 }
 
@@ -261,18 +296,41 @@ pub fn read_meta(path: &Path) -> io::Result<Meta> {
 /// Writes (or, when empty, removes) `user.lazyfs.meta`.
 pub fn write_meta(path: &Path, meta: &Meta) -> io::Result<()> {
     if meta.is_empty() {
-        return match rustix::fs::lremovexattr(path, META) {
+        return with_owner_write(path, || match rustix::fs::lremovexattr(path, META) {
             Ok(()) | Err(rustix::io::Errno::NODATA) => Ok(()),
             Err(e) => Err(e.into()),
-        };
+        });
     }
-    rustix::fs::lsetxattr(
-        path,
-        META,
-        meta.encode().as_bytes(),
-        rustix::fs::XattrFlags::empty(),
-    )?;
-    Ok(())
+    let value = meta.encode();
+    with_owner_write(path, || {
+        rustix::fs::lsetxattr(
+            path,
+            META,
+            value.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(Into::into)
+    })
+}
+
+/// Runs an xattr change; when the file's mode shuts its owner out of writing (so user xattrs
+/// are refused), runs it again with owner write added for the moment.
+pub fn with_owner_write<T>(path: &Path, op: impl Fn() -> io::Result<T>) -> io::Result<T> {
+    use std::os::unix::fs::PermissionsExt;
+    match op() {
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            let m = std::fs::symlink_metadata(path)?;
+            if m.file_type().is_symlink() {
+                return Err(e);
+            }
+            let before = m.permissions();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(before.mode() | 0o200))?;
+            let r = op();
+            std::fs::set_permissions(path, before)?;
+            r
+        }
+        r => r,
+    }
 }
 
 /// One xattr of a path, `None` when absent.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Result};
@@ -143,6 +143,8 @@ pub fn cow_image() -> Image {
         .symlink("etc/link", "motd")
         .file("etc/big", &big_data(), 0o644)
         .file("etc/owned", b"o", 0o644)
+        .file("etc/su", b"su", 0o4755)
+        .file("etc/ro", b"read-only", 0o444)
         .file_with_pax(
             "etc/xattr-file",
             b"x",
@@ -429,6 +431,52 @@ pub fn cow(m: &Path, privileged: bool) -> Result<usize> {
         );
         c.ok("fsync", f.sync_all());
     }
+    // set-id bits and owner-read-only modes survive copy-up, without privilege too
+    c.ok(
+        "rename setuid etc/su",
+        fs::rename(m.join("etc/su"), m.join("etc/su2")),
+    );
+    c.eq(
+        "etc/su2 keeps setuid",
+        mode_of(&m.join("etc/su2")),
+        Some(0o4755),
+    );
+    c.ok(
+        "rename 0444 etc/ro",
+        fs::rename(m.join("etc/ro"), m.join("etc/ro2")),
+    );
+    c.ok(
+        "chmod 0444 etc/ro2",
+        fs::set_permissions(m.join("etc/ro2"), fs::Permissions::from_mode(0o640)),
+    );
+    c.ok(
+        "create a 0444 file",
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(m.join("readonly-new")),
+    );
+    c.eq(
+        "readonly-new mode",
+        mode_of(&m.join("readonly-new")),
+        Some(0o444),
+    );
+    // a directory emptied while it is being listed, as `rm -r` does, ends empty
+    c.ok("mkdir many", fs::create_dir(m.join("many")));
+    for i in 0..1500 {
+        let _ = fs::write(m.join(format!("many/file-{i:04}-{}", "x".repeat(40))), b"");
+    }
+    let mut removed = 0;
+    if let Some(dir) = c.ok("list many", fs::read_dir(m.join("many"))) {
+        for e in dir.flatten() {
+            if fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    c.eq("removed while listing", removed, 1500);
+    c.ok("rmdir many", fs::remove_dir(m.join("many")));
     // deleting a whole lower directory, then making one at the same name: it starts empty
     c.ok("rm -r data", fs::remove_dir_all(m.join("data")));
     c.ok("mkdir data again", fs::create_dir(m.join("data")));
@@ -458,6 +506,7 @@ fn verify_into(m: &Path, privileged: bool, c: &mut Checks) {
         "new.txt",
         "newdir",
         "owned-link",
+        "readonly-new",
         "renamed",
         "run",
         "sl",
@@ -579,6 +628,13 @@ fn verify_into(m: &Path, privileged: bool, c: &mut Checks) {
         "recreated data",
         names(&m.join("data")),
         Vec::<String>::new(),
+    );
+    c.eq("etc/su2 mode", mode_of(&m.join("etc/su2")), Some(0o4755));
+    c.eq("etc/ro2 mode", mode_of(&m.join("etc/ro2")), Some(0o640));
+    c.eq(
+        "etc/ro2 data",
+        read(&m.join("etc/ro2")).ok(),
+        Some(b"read-only".to_vec()),
     );
     c.eq(
         "no marker shows",
@@ -914,6 +970,41 @@ pub fn posix(m: &Path) -> Result<usize> {
         lower_m1 > lower_m0,
         || format!("{lower_m0}->{lower_m1}"),
     );
+    // a file unlinked while open keeps working through its descriptor and stays gone
+    if let Some(f) = c.ok(
+        "open then unlink",
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(d.join("doomed")),
+    ) {
+        c.ok("unlink open file", fs::remove_file(d.join("doomed")));
+        c.ok("write after unlink", f.write_all_at(b"still", 0));
+        c.ok(
+            "fchmod after unlink",
+            f.set_permissions(fs::Permissions::from_mode(0o600)),
+        );
+        c.eq(
+            "fstat after unlink",
+            f.metadata().ok().map(|m| m.len()),
+            Some(5),
+        );
+        c.eq("unlinked file stays gone", d.join("doomed").exists(), false);
+    }
+    if let Some(f) = c.ok("open image file", File::open(m.join("etc/owned"))) {
+        c.ok(
+            "unlink open image file",
+            fs::remove_file(m.join("etc/owned")),
+        );
+        let _ = f.set_permissions(fs::Permissions::from_mode(0o600));
+        c.eq(
+            "unlinked image file stays gone",
+            m.join("etc/owned").exists(),
+            false,
+        );
+    }
     // names reserved for markers
     c.errno(
         "create .wh. name",

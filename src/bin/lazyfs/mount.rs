@@ -294,18 +294,13 @@ fn prepare_and_mount(
     Ok((session, volatile, prepared.hold))
 }
 
-/// Removes throwaway upper directories of servers that are gone (killed outright).
+/// Removes throwaway upper directories no server holds (their server was killed outright).
 fn clean_volatile(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
-        let alive = e
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-        if !alive {
+        if let Ok(Some(_free)) = fusefs::upper::lock(&e.path()) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
