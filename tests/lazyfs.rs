@@ -120,11 +120,7 @@ fn copy_on_write_as_root_persists_across_remount() {
         eprintln!("skipped: needs root (the rootless variant runs as a created user)");
         return;
     }
-    let reg = TestRegistry::start().unwrap();
-    let name = pushed(&reg, "cow/img:1", &testkit::fscheck::cow_image());
-    let env = Env::new();
-    env.ok(&["pull", &name]);
-    let work = tempfile::tempdir().unwrap();
+    let (_reg, name, env, work) = cow_setup();
     let mnt = mkdir(&work.path().join("mnt"));
     let upper = work.path().join("upper");
     let up = upper.display().to_string();
@@ -183,11 +179,7 @@ fn passthrough_reads_and_a_writer_meanwhile() {
         return;
     }
     use std::io::{Read, Write};
-    let reg = TestRegistry::start().unwrap();
-    let name = pushed(&reg, "cow/img:1", &testkit::fscheck::cow_image());
-    let env = Env::new();
-    env.ok(&["pull", &name]);
-    let work = tempfile::tempdir().unwrap();
+    let (_reg, name, env, work) = cow_setup();
     let mnt = mkdir(&work.path().join("mnt"));
     let m = Mounted::new(None, env.root(), &name, &mnt, &[]);
     let big = mnt.join("etc/big");
@@ -245,11 +237,7 @@ fn posix_errors_and_permissions_as_root() {
         eprintln!("skipped: the suite switches filesystem uids, which needs root");
         return;
     }
-    let reg = TestRegistry::start().unwrap();
-    let name = pushed(&reg, "cow/img:1", &testkit::fscheck::cow_image());
-    let env = Env::new();
-    env.ok(&["pull", &name]);
-    let work = tempfile::tempdir().unwrap();
+    let (_reg, name, env, work) = cow_setup();
     let mnt = mkdir(&work.path().join("mnt"));
     let m = Mounted::new(None, env.root(), &name, &mnt, &[]);
     let n = testkit::fscheck::posix(&mnt).unwrap();
@@ -278,11 +266,7 @@ fn posix_errors_and_permissions_as_a_user_namespace_root() {
 
 #[test]
 fn mount_errors_are_one_line_and_leave_nothing_behind() {
-    let reg = TestRegistry::start().unwrap();
-    let name = pushed(&reg, "cow/img:1", &testkit::fscheck::cow_image());
-    let env = Env::new();
-    env.ok(&["pull", &name]);
-    let work = tempfile::tempdir().unwrap();
+    let (reg, name, env, work) = cow_setup();
     let lazyfs = |args: &[&str]| {
         let mut a = vec!["--root".to_owned(), env.root().display().to_string()];
         a.extend(args.iter().map(|s| s.to_string()));
@@ -351,6 +335,15 @@ fn mount_errors_are_one_line_and_leave_nothing_behind() {
     m.unmount();
     env.ok(&["rmi", &name]);
     assert_objects_intact(env.root());
+}
+
+/// The copy-on-write image in a registry, pulled into a fresh store; and a work directory.
+fn cow_setup() -> (TestRegistry, String, Env, tempfile::TempDir) {
+    let reg = TestRegistry::start().unwrap();
+    let name = pushed(&reg, "cow/img:1", &testkit::fscheck::cow_image());
+    let env = Env::new();
+    env.ok(&["pull", &name]);
+    (reg, name, env, tempfile::tempdir().unwrap())
 }
 
 /// Runs an fscheck suite as root of the user's namespace (uid 0 the user, 1.. its subordinate
