@@ -615,9 +615,10 @@ impl LazyFs {
                 .and_then(|l| l.content.as_deref().map(str::to_owned))
         };
         drop(st);
-        let file = match content {
-            Some(c) => self.open_content(&c)?,
-            None => Arc::new(File::open("/dev/null")?),
+        // An empty image file has no content to open, nor anything to pass through.
+        let (file, image_content) = match content {
+            Some(c) => (self.open_content(&c)?, true),
+            None => (Arc::new(File::open("/dev/null")?), false),
         };
         let fh = self.handles.insert(FileHandle {
             ino,
@@ -625,7 +626,7 @@ impl LazyFs {
             writable: false,
             backing: Default::default(),
         });
-        Ok((fh, true, Some(file)))
+        Ok((fh, true, image_content.then_some(file)))
     }
 
     /// Copies up (or truncates) and opens the upper file, all under the state lock so no
@@ -874,7 +875,7 @@ fn cookie(name: &OsStr) -> u64 {
     (h.finish() >> 1).max(3)
 }
 
-/// Opens an upper file for the daemon; when the file's mode shuts its owner out (the kernel
+/// Opens an upper file for the server; when the file's mode shuts its owner out (the kernel
 /// already allowed the caller), opens it with the owner's bits added for a moment.
 pub(crate) fn open_upper(path: &Path, opts: &OpenOptions) -> Result<File> {
     match opts.open(path) {
