@@ -232,6 +232,61 @@ fn passthrough_reads_and_a_writer_meanwhile() {
 }
 
 #[test]
+fn a_deep_image_tree_is_served_and_the_server_survives_writes_into_it() {
+    if !is_root() {
+        eprintln!("skipped: needs root (like the other root-side mount tests)");
+        return;
+    }
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    // Deeper than a path may be (PATH_MAX), so it is reached one directory at a time.
+    const DEPTH: usize = 3000;
+    let mut b = LayerBuilder::new();
+    let mut path = String::from("d");
+    for _ in 0..DEPTH {
+        b = b.dir(&path, 0o755);
+        path.push_str("/d");
+    }
+    path.truncate(path.len() - 2);
+    let layer = b.file(&format!("{path}/f"), b"deep", 0o644).finish();
+    let reg = TestRegistry::start().unwrap();
+    let name = pushed(
+        &reg,
+        "deep/img:1",
+        &Image::new(vec![Layer::new(layer, Compression::Gzip)]),
+    );
+    let env = Env::new();
+    env.ok(&["pull", &name]);
+    let work = tempfile::tempdir().unwrap();
+    let mnt = mkdir(&work.path().join("mnt"));
+    let m = Mounted::new(None, env.root(), &name, &mnt, &[]);
+    let mut dir = std::fs::File::open(&mnt).unwrap().into();
+    for _ in 0..DEPTH {
+        let next: std::os::fd::OwnedFd = openat(
+            &dir,
+            "d",
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY,
+            Mode::empty(),
+        )
+        .unwrap();
+        dir = next;
+    }
+    let f: std::fs::File = openat(&dir, "f", OFlag::O_RDONLY, Mode::empty())
+        .unwrap()
+        .into();
+    assert_eq!(std::io::read_to_string(f).unwrap(), "deep");
+    // Copying the chain up is iterative; the upper path is longer than a path may be, so the
+    // write is refused, and the server lives on.
+    let w = openat(&dir, "f", OFlag::O_WRONLY | OFlag::O_APPEND, Mode::empty());
+    assert_eq!(w.err(), Some(nix::errno::Errno::ENAMETOOLONG));
+    std::fs::write(mnt.join("shallow"), b"ok").unwrap();
+    assert_eq!(std::fs::read(mnt.join("shallow")).unwrap(), b"ok");
+    drop(dir);
+    m.unmount();
+    assert_objects_intact(env.root());
+}
+
+#[test]
 fn posix_errors_and_permissions_as_root() {
     if !is_root() {
         eprintln!("skipped: the suite switches filesystem uids, which needs root");
