@@ -265,19 +265,25 @@ fn a_deep_image_tree_is_served_and_the_server_survives_writes_into_it() {
         let next: std::os::fd::OwnedFd = openat(
             &dir,
             "d",
-            OFlag::O_DIRECTORY | OFlag::O_RDONLY,
+            // Close-on-exec: a server another test starts meanwhile must not hold it.
+            OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
         .unwrap();
         dir = next;
     }
-    let f: std::fs::File = openat(&dir, "f", OFlag::O_RDONLY, Mode::empty())
+    let f: std::fs::File = openat(&dir, "f", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
         .unwrap()
         .into();
     assert_eq!(std::io::read_to_string(f).unwrap(), "deep");
     // Copying the chain up is iterative; the upper path is longer than a path may be, so the
     // write is refused, and the server lives on.
-    let w = openat(&dir, "f", OFlag::O_WRONLY | OFlag::O_APPEND, Mode::empty());
+    let w = openat(
+        &dir,
+        "f",
+        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    );
     assert_eq!(w.err(), Some(nix::errno::Errno::ENAMETOOLONG));
     std::fs::write(mnt.join("shallow"), b"ok").unwrap();
     assert_eq!(std::fs::read(mnt.join("shallow")).unwrap(), b"ok");
