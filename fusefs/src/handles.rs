@@ -64,11 +64,37 @@ struct InodeIo {
 #[derive(Debug, Default)]
 pub(crate) struct IoModes {
     inodes: Mutex<HashMap<u64, InodeIo>>,
+    /// Signalled when a handle closes.
+    released: std::sync::Condvar,
 }
 
 impl IoModes {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, InodeIo>> {
         self.inodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits (up to `limit`) until no reader of `ino` uses passthrough. The kernel tells of a
+    /// close only afterwards, so a file closed just before being opened for writing would
+    /// otherwise still count as read.
+    pub fn wait_for_readers(&self, ino: u64, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        let mut m = self.map();
+        while m.get(&ino).is_some_and(|io| io.backing.strong_count() > 0) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            m = match self.released.wait_timeout(m, left) {
+                Ok((m, _)) => m,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// A handle closed: wake writers waiting for readers.
+    pub fn closed(&self) {
+        let _m = self.map();
+        self.released.notify_all();
     }
 
     /// Registers a writer; false (and nothing registered) while readers use passthrough.

@@ -17,6 +17,9 @@ use crate::handles::FileHandle;
 use crate::lower::Kind;
 use crate::upper::{self, Meta};
 
+/// How long a writer waits for passthrough readers that were just closed to be released.
+const READERS_CLOSING: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn errno(e: i32) -> Error {
     Error::Errno(Errno::from_raw(e))
 }
@@ -446,6 +449,9 @@ impl LazyFs {
         mtime: Option<TimeOrNow>,
         fh: Option<u64>,
     ) -> Result<FileAttr> {
+        if size.is_some() {
+            self.io.wait_for_readers(ino, READERS_CLOSING);
+        }
         let mut st = self.lock();
         let node = self.node(&st, ino)?;
         let kind = node.kind;
@@ -563,6 +569,9 @@ impl LazyFs {
     pub(crate) fn do_open(&self, ino: u64, flags: i32) -> Result<(u64, bool, Option<Arc<File>>)> {
         let acc = flags & libc::O_ACCMODE;
         let write = acc != libc::O_RDONLY;
+        if write || flags & libc::O_TRUNC != 0 {
+            self.io.wait_for_readers(ino, READERS_CLOSING);
+        }
         let mut st = self.lock();
         let n = self.node(&st, ino)?.clone();
         if n.kind == Kind::Dir {
@@ -651,6 +660,8 @@ impl LazyFs {
             if h.writable {
                 self.io.end_write(h.ino);
             }
+            drop(h);
+            self.io.closed();
         }
     }
 
