@@ -7,7 +7,7 @@
 //! ```text
 //!   kernel ──FUSE──> fuse.rs (thin: reply or errno)
 //!                      │
-//!                    ops.rs ── fs.rs: inodes, names, attributes, copy-up
+//!            ops.rs, files.rs ── fs.rs: inodes, names, attributes ── copyup.rs
 //!                      │             │
 //!           LowerTree (memory)    Upper (a directory: files, .wh. markers, user.lazyfs.* xattrs)
 //!           Lower::open(content) ─> read-only descriptors (pread, or kernel passthrough as root)
@@ -17,7 +17,9 @@
 //! gets an empty upper file naming its lower content (`user.lazyfs.meta`); the data is copied
 //! only on the first open for writing or a truncate to a non-zero size.
 
+mod copyup;
 mod error;
+mod files;
 mod fs;
 mod fuse;
 mod handles;
